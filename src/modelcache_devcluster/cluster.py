@@ -1,0 +1,378 @@
+"""Starts and stops the local control plane. Every process runs in its own session and is stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .binaries import Binaries
+
+STATE_FILE = "cluster.json"
+KWOK_STAGE_FILES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+)
+# Fake nodes carry this annotation; kwok manages only them, so a real kubelet can join too.
+KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+
+
+class ComponentFailed(RuntimeError):
+    """A control-plane component did not become healthy; the message carries its log tail."""
+
+
+@dataclass
+class ClusterState:
+    state_dir: str
+    kubeconfig: str
+    server: str
+    ports: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pki(self) -> Path:
+        return Path(self.state_dir) / "pki"
+
+    def log_path(self, component: str) -> Path:
+        return Path(self.state_dir) / "logs" / f"{component}.log"
+
+    def save(self) -> None:
+        (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, state_dir: Path) -> ClusterState:
+        return cls(**json.loads((state_dir / STATE_FILE).read_text()))
+
+
+@dataclass(frozen=True)
+class FakeNode:
+    name: str
+    gpus: int
+    gpu_product: str | None
+    cpu: str
+    memory: str
+
+    def manifest(self) -> dict[str, object]:
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "type": "kwok",
+        }
+        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": "110", "ephemeral-storage": "1Ti"}
+        if self.gpus:
+            labels |= {
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.count": str(self.gpus),
+                "nvidia.com/gpu.product": self.gpu_product or "NVIDIA-H100-80GB-HBM3",
+                "nvidia.com/gpu.memory": "81559",
+            }
+            capacity["nvidia.com/gpu"] = str(self.gpus)
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": labels,
+                "annotations": {"node.alpha.kubernetes.io/ttl": "0", KWOK_NODE_ANNOTATION[0]: KWOK_NODE_ANNOTATION[1]},
+            },
+            "status": {"allocatable": capacity, "capacity": capacity},
+        }
+
+
+DEFAULT_NODES = (
+    FakeNode("gpu-node-0", 8, "NVIDIA-H100-80GB-HBM3", "192", "2048Gi"),
+    FakeNode("gpu-node-1", 8, "NVIDIA-H100-80GB-HBM3", "192", "2048Gi"),
+    FakeNode("cpu-node-0", 0, None, "32", "128Gi"),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_pki(pki: Path) -> None:
+    """A CA, the apiserver's serving cert, an admin client cert and the ServiceAccount signing key."""
+    pki.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=modelcache-dev-ca",
+             "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
+    (pki / "apiserver.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1\n"
+        "extendedKeyUsage=serverAuth\n")
+    (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    for name, subject, ext in (
+        ("apiserver", "/CN=kube-apiserver", "apiserver.ext"),
+        ("admin", "/O=system:masters/CN=admin", "client.ext"),
+    ):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", cwd=pki)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-days", "3650", "-out", f"{name}.crt", "-extfile", ext, cwd=pki)
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+
+
+def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "modelcache-dev", "cluster": {
+            "server": server, "certificate-authority": str(pki / "ca.crt")}}],
+        "users": [{"name": "admin", "user": {
+            "client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")}}],
+        "contexts": [{"name": "modelcache-dev", "context": {"cluster": "modelcache-dev", "user": "admin"}}],
+        "current-context": "modelcache-dev",
+    }
+    path.write_text(yaml.safe_dump(config))
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log written)"
+
+
+class LocalCluster:
+    """Owns the processes of one local control plane, recorded in <state_dir>/cluster.json."""
+
+    def __init__(self, binaries: Binaries, state_dir: Path, nodes: tuple[FakeNode, ...] = DEFAULT_NODES):
+        self.binaries = binaries
+        self.state_dir = state_dir.resolve()
+        self.nodes = nodes
+        port = free_port()
+        self.state = ClusterState(
+            state_dir=str(self.state_dir),
+            kubeconfig=str(self.state_dir / "admin.kubeconfig"),
+            server=f"https://127.0.0.1:{port}",
+            ports={"apiserver": port},
+        )
+
+    # ----- lifecycle -----
+
+    def up(self, timeout: float = 120.0) -> ClusterState:
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        make_pki(self.state.pki)
+        write_kubeconfig(Path(self.state.kubeconfig), self.state.server, self.state.pki)
+        try:
+            self._start_etcd(timeout)
+            self._start_apiserver(timeout)
+            self._start_controller_manager(timeout)
+            self._start_scheduler(timeout)
+            self._start_kwok()
+            self._create_nodes(timeout)
+        except BaseException:
+            self.down()
+            raise
+        return self.state
+
+    def down(self) -> None:
+        stop_processes(self.state.pids)
+        self.state.pids.clear()
+        self.state.save()
+
+    # ----- components -----
+
+    def _spawn(self, component: str, argv: list[str]) -> None:
+        log = self.state.log_path(component).open("ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=self.state_dir)
+        self.state.pids[component] = proc.pid
+        self.state.save()
+
+    def _wait(self, component: str, probe: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.state.pids[component]
+            if not _alive(pid):
+                raise ComponentFailed(f"{component} exited during startup; log tail:\n"
+                                      f"{_log_tail(self.state.log_path(component))}")
+            if probe():
+                return
+            time.sleep(0.25)
+        raise ComponentFailed(f"{component} not healthy within {timeout:.0f}s; log tail:\n"
+                              f"{_log_tail(self.state.log_path(component))}")
+
+    def _start_etcd(self, timeout: float) -> None:
+        client, peer = free_port(), free_port()
+        self.state.ports |= {"etcd": client, "etcd-peer": peer}
+        self._spawn("etcd", [
+            str(self.binaries.etcd), "--name=node0", f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{client}", f"--advertise-client-urls=http://127.0.0.1:{client}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=node0=http://127.0.0.1:{peer}", "--unsafe-no-fsync=true",
+            "--auto-compaction-retention=1", "--quota-backend-bytes=8589934592",
+            "--listen-metrics-urls=", "--log-level=warn",
+        ])
+        self._wait("etcd", lambda: _http_ok(f"http://127.0.0.1:{client}/health"), timeout)
+
+    def apiserver_argv(self) -> list[str]:
+        pki = self.state.pki
+        return [
+            str(self.binaries.kube_apiserver),
+            f"--etcd-servers=http://127.0.0.1:{self.state.ports['etcd']}",
+            "--bind-address=127.0.0.1", f"--secure-port={self.state.ports['apiserver']}",
+            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}", "--authorization-mode=Node,RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
+            f"--cert-dir={self.state_dir / 'apiserver-certs'}",
+            "--enable-priority-and-fairness=false", "--profiling=false", "-v=1",
+        ]
+
+    def _start_apiserver(self, timeout: float) -> None:
+        self._spawn("kube-apiserver", self.apiserver_argv())
+        self._wait("kube-apiserver", lambda: _https_ok(f"{self.state.server}/readyz", self.state.pki), timeout)
+
+    def restart_apiserver(self, timeout: float = 60.0) -> None:
+        stop_processes({"kube-apiserver": self.state.pids.pop("kube-apiserver")})
+        self._start_apiserver(timeout)
+
+    def _start_controller_manager(self, timeout: float) -> None:
+        port = free_port()
+        self.state.ports["kube-controller-manager"] = port
+        pki = self.state.pki
+        self._spawn("kube-controller-manager", [
+            str(self.binaries.kube_controller_manager), f"--kubeconfig={self.state.kubeconfig}",
+            f"--authentication-kubeconfig={self.state.kubeconfig}",
+            f"--authorization-kubeconfig={self.state.kubeconfig}",
+            "--bind-address=127.0.0.1", f"--secure-port={port}", "--leader-elect=false", "--controllers=*",
+            f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
+            "--use-service-account-credentials=false", "--node-monitor-period=5s",
+            "--node-monitor-grace-period=40s", "--concurrent-job-syncs=10",
+            f"--cert-dir={self.state_dir / 'kcm-certs'}", "-v=1",
+        ])
+        self._wait("kube-controller-manager", lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", None), timeout)
+        self._wait("kube-controller-manager", self._default_serviceaccount_exists, timeout)
+
+    def _start_scheduler(self, timeout: float) -> None:
+        port = free_port()
+        self.state.ports["kube-scheduler"] = port
+        self._spawn("kube-scheduler", [
+            str(self.binaries.kube_scheduler), f"--kubeconfig={self.state.kubeconfig}",
+            f"--authentication-kubeconfig={self.state.kubeconfig}",
+            f"--authorization-kubeconfig={self.state.kubeconfig}",
+            "--bind-address=127.0.0.1", f"--secure-port={port}", "--leader-elect=false",
+            f"--cert-dir={self.state_dir / 'scheduler-certs'}", "-v=1",
+        ])
+        self._wait("kube-scheduler", lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", None), timeout)
+
+    def _start_kwok(self) -> None:
+        config = self.state_dir / "kwok.yaml"
+        # Standalone kwok skips its config defaulting, so the parallelism options must be explicit.
+        options = {"podPlayStageParallelism": 8, "nodePlayStageParallelism": 4, "nodeLeaseParallelism": 4,
+                   "podsOnNodeSyncParallelism": 2, "nodeLeaseDurationSeconds": 40,
+                   "enablePodsOnNodeSyncListPager": True, "enablePodsOnNodeSyncStreamWatch": False}
+        docs = [yaml.safe_dump({"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
+                                "options": options})]
+        docs += [(self.binaries.kwok_stages / name).read_text() for name in KWOK_STAGE_FILES]
+        config.write_text("\n---\n".join(docs))
+        key, value = KWOK_NODE_ANNOTATION
+        self._spawn("kwok", [
+            str(self.binaries.kwok), f"--kubeconfig={self.state.kubeconfig}", f"--config={config}",
+            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={key}={value}",
+            "--cidr=10.244.0.0/16", "--node-ip=10.1.0.1",
+        ])
+
+    def kubectl(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
+        result = subprocess.run([str(self.binaries.kubectl), f"--kubeconfig={self.state.kubeconfig}", *args],
+                                input=input_text, capture_output=True, text=True, check=False)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    def _default_serviceaccount_exists(self) -> bool:
+        return bool(self.kubectl("get", "serviceaccount", "default", "-n", "default", "--ignore-not-found",
+                                 "-o", "name", check=False).strip())
+
+    def _create_nodes(self, timeout: float) -> None:
+        for node in self.nodes:
+            self.kubectl("apply", "--server-side", "--field-manager=modelcache-devcluster", "-f", "-",
+                         input_text=json.dumps(node.manifest()))
+        self._wait("kwok", self._nodes_ready, timeout)
+
+    def _nodes_ready(self) -> bool:
+        raw = self.kubectl("get", "nodes", "-o", "json", check=False)
+        if not raw:
+            return False
+        items = json.loads(raw)["items"]
+        ready = [
+            n for n in items
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+            and not any(t["key"].startswith("node.kubernetes.io/") for t in n["spec"].get("taints", []))
+        ]
+        return len(ready) >= len(self.nodes)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        waited = 0  # not our child (started by another process); fall through to a signal probe
+    if waited == pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_processes(pids: dict[str, int], grace: float = 10.0) -> None:
+    """SIGTERM each process group, then SIGKILL whatever is left after the grace period."""
+    for pid in pids.values():
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    for pid in pids.values():
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _https_ok(url: str, pki: Path | None) -> bool:
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt")) if pki else ssl._create_unverified_context()  # noqa: S323
+    if pki:
+        context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False

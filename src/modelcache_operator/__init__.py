@@ -1,0 +1,1 @@
+"""modelcache-operator: LLM model caches for GPU serving on Kubernetes."""

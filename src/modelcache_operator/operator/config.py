@@ -1,0 +1,35 @@
+"""Operator settings, read once from the environment (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    image: str
+    resync_seconds: float
+    metrics_port: int
+    webhook_port: int
+    webhook_host: str
+    webhook_cert: str | None
+    webhook_key: str | None
+    # Only development clusters let kopf manage the webhook configurations; the chart renders its own.
+    webhook_managed_name: str | None
+    namespaces: tuple[str, ...]
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        env = os.environ
+        return cls(
+            image=env.get("MODELCACHE_IMAGE", "ghcr.io/modelcache-dev/modelcache-operator:0.1.0"),
+            resync_seconds=float(env.get("MODELCACHE_RESYNC_SECONDS", "30")),
+            metrics_port=int(env.get("MODELCACHE_METRICS_PORT", "9090")),
+            webhook_port=int(env.get("MODELCACHE_WEBHOOK_PORT", "9443")),
+            webhook_host=env.get("MODELCACHE_WEBHOOK_HOST", "0.0.0.0"),  # noqa: S104 - in-cluster Service target
+            webhook_cert=env.get("MODELCACHE_WEBHOOK_CERT"),
+            webhook_key=env.get("MODELCACHE_WEBHOOK_KEY"),
+            webhook_managed_name=env.get("MODELCACHE_WEBHOOK_MANAGED") or None,
+            namespaces=tuple(n for n in env.get("MODELCACHE_NAMESPACES", "").split(",") if n),
+        )
