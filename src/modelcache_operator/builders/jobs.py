@@ -158,11 +158,11 @@ def cleanup_job(cache_body: dict[str, Any], image: str) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": naming.cleanup_job_name(cache), "namespace": namespace, "labels": labels},
+        "metadata": {"name": naming.cleanup_job_name(cache), "namespace": namespace, "labels": labels,
+                     "ownerReferences": [naming.owner_reference(cache_body)]},
         "spec": {
             "backoffLimit": 3,
             "activeDeadlineSeconds": 3600,
-            "ttlSecondsAfterFinished": 600,
             "template": {"metadata": {"labels": labels}, "spec": {
                 "restartPolicy": "Never",
                 "securityContext": {"runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER, "runAsNonRoot": True},

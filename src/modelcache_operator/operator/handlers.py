@@ -1,0 +1,137 @@
+"""kopf wiring: watches feed indices, and every trigger calls the one reconcile. Handlers stay thin."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from ..api import v1alpha1 as api
+from ..builders import naming
+from ..builders.status import JobObservation
+from .config import OperatorConfig
+from .kube import Kube, load_api_client
+from .reconciler import ClusterView, Reconciler
+
+CONFIG = OperatorConfig.from_env()
+MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
+INJECT_LABEL = "modelcache.dev/inject"
+CACHES_ANNOTATION = "modelcache.dev/caches"
+_reconciler: Reconciler | None = None
+
+
+def _emit(body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+    kopf.event(body, type=event_type, reason=reason, message=message)
+
+
+def reconciler() -> Reconciler:
+    global _reconciler  # noqa: PLW0603 - one reconciler per process, built after kopf logged in
+    if _reconciler is None:
+        _reconciler = Reconciler(Kube(load_api_client()), CONFIG, _emit)
+    return _reconciler
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Progress and diff-base go to annotations: status belongs to the reconciler and the downloader.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelcache.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="modelcache.dev")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = 8
+
+
+# ----- indices: what the watches know, so reconciles need no reads -----
+
+def _job_observation(name: str, status: dict[str, Any]) -> JobObservation:
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    failed = conditions.get("Failed")
+    return JobObservation(
+        name=name,
+        active=bool(status.get("active")),
+        succeeded="Complete" in conditions,
+        failed=failed is not None,
+        failure_reason=failed.get("reason") if failed else None,
+        failure_message=failed.get("message") if failed else None,
+    )
+
+
+@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+def job_index(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict[tuple[str, str], JobObservation]:
+    return {(namespace, name): _job_observation(name, dict(status))}
+
+
+@kopf.index("", "v1", "persistentvolumeclaims", labels=MANAGED)
+def pvc_index(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict[tuple[str, str], str]:
+    return {(namespace, name): str(status.get("phase", "Pending"))}
+
+
+@kopf.index("", "v1", "pods", labels={INJECT_LABEL: "true"})
+def pods_using_index(namespace: str, name: str, annotations: kopf.Annotations, status: kopf.Status,
+                     **_: Any) -> dict[tuple[str, str], str]:
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return {}
+    caches = [c.strip() for c in annotations.get(CACHES_ANNOTATION, "").split(",") if c.strip()]
+    return {(namespace, cache): name for cache in caches}
+
+
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+def cache_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, name): dict(body)}
+
+
+def _view(indices: dict[str, Any]) -> ClusterView:
+    return ClusterView(
+        jobs={key: next(iter(store)) for key, store in indices["job_index"].items()},
+        pvc_phases={key: next(iter(store)) for key, store in indices["pvc_index"].items()},
+        pods_using={key: sorted(store) for key, store in indices["pods_using_index"].items()},
+    )
+
+
+# ----- triggers: every one of them runs the same level-based reconcile -----
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+def on_cache_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:  # noqa: A002 - kopf's kwarg
+    if type == "DELETED":
+        reconciler().forget(body["metadata"]["namespace"], body["metadata"]["name"])
+        return
+    reconciler().reconcile(dict(body), _view(kwargs))
+
+
+@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=CONFIG.resync_seconds, initial_delay=1.0)
+def resync(body: kopf.Body, **kwargs: Any) -> None:
+    reconciler().reconcile(dict(body), _view(kwargs))
+
+
+def _reconcile_cache(namespace: str, cache: str, indices: dict[str, Any]) -> None:
+    """A child changed: reconcile its cache now instead of at the next resync."""
+    store = indices["cache_index"].get((namespace, cache))
+    if store:
+        reconciler().reconcile(next(iter(store)), _view(indices))
+
+
+def _owner_cache(owner_references: list[dict[str, Any]]) -> str | None:
+    return next((o["name"] for o in owner_references if o.get("kind") == api.KIND), None)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+@kopf.on.event("", "v1", "persistentvolumeclaims", labels=MANAGED)
+def on_child_event(namespace: str, meta: kopf.Meta, **kwargs: Any) -> None:
+    cache = _owner_cache(list(meta.get("ownerReferences") or []))
+    if cache:
+        _reconcile_cache(namespace, cache, kwargs)
+
+
+@kopf.on.event("", "v1", "pods", labels={INJECT_LABEL: "true"})
+def on_serving_pod_event(type: str | None, namespace: str, annotations: kopf.Annotations,  # noqa: A002
+                         **kwargs: Any) -> None:
+    # Only a pod going away can unblock a deletion that waits for users.
+    if type != "DELETED":
+        return
+    for cache in annotations.get(CACHES_ANNOTATION, "").split(","):
+        store = kwargs["cache_index"].get((namespace, cache.strip()))
+        if store and next(iter(store))["metadata"].get("deletionTimestamp"):
+            _reconcile_cache(namespace, cache.strip(), kwargs)

@@ -1,0 +1,99 @@
+"""A thin Kubernetes client: server-side apply under one field manager, plus the few reads and deletes
+the reconciler needs. Built on the kubernetes client's ApiClient so auth and TLS come from kubeconfig
+or the in-cluster ServiceAccount."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from ..api import v1alpha1 as api
+from ..builders.naming import FIELD_MANAGER
+
+REQUEST_TIMEOUT_SECONDS = 60
+
+# kind -> (path prefix, plural, namespaced)
+RESOURCES: dict[str, tuple[str, str, bool]] = {
+    "PersistentVolume": ("/api/v1", "persistentvolumes", False),
+    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims", True),
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "Secret": ("/api/v1", "secrets", True),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "Job": ("/apis/batch/v1", "jobs", True),
+    api.KIND: (f"/apis/{api.API_VERSION}", api.PLURAL, True),
+}
+
+
+def load_api_client() -> kubernetes.client.ApiClient:
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    client = kubernetes.client.ApiClient()
+    client.user_agent = "modelcache-operator"
+    return client
+
+
+def is_not_found(error: ApiException) -> bool:
+    return error.status == 404
+
+
+class Kube:
+    def __init__(self, client: kubernetes.client.ApiClient):
+        self.client = client
+
+    def _path(self, kind: str, name: str, namespace: str | None, subresource: str | None = None) -> str:
+        prefix, plural, namespaced = RESOURCES[kind]
+        path = f"{prefix}/namespaces/{namespace}/{plural}/{name}" if namespaced else f"{prefix}/{plural}/{name}"
+        return f"{path}/{subresource}" if subresource else path
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+              query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+        method, url, headers, payload, _ = self.client.param_serialize(
+            method=method, resource_path=path, query_params=query or [], body=body,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        response = self.client.call_api(method, url, header_params=headers, body=payload,
+                                        _request_timeout=REQUEST_TIMEOUT_SECONDS)
+        response.read()
+        if response.status >= 400:
+            raise ApiException(http_resp=response)
+        result = json.loads(response.data or b"{}")
+        return result if isinstance(result, dict) else {}
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply; returns the live object, status included."""
+        meta = manifest["metadata"]
+        path = self._path(manifest["kind"], meta["name"], meta.get("namespace"))
+        return self._call("PATCH", path, body=json.dumps(manifest), content_type="application/apply-patch+yaml",
+                          query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", self._path(kind, name, namespace))
+        except ApiException as error:
+            if is_not_found(error):
+                return None
+            raise
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
+        try:
+            self._call("DELETE", self._path(kind, name, namespace),
+                       body={"propagationPolicy": "Background"})
+        except ApiException as error:
+            if not is_not_found(error):
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", self._path(api.KIND, name, namespace, "status"), body={"status": status},
+                          content_type="application/merge-patch+json")
+
+    def set_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> None:
+        # resourceVersion makes this a compare-and-swap: never drop someone else's concurrent finalizer.
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+        self._call("PATCH", self._path(api.KIND, name, namespace), body=body,
+                   content_type="application/merge-patch+json")

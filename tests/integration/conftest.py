@@ -1,0 +1,85 @@
+"""Session fixtures: one real control plane per test run, the CRD, the operator process, and a namespace
+per test. Nothing here skips: a component that cannot start fails the run with its log tail."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from modelcache_devcluster.binaries import Binaries, ensure_binaries
+from modelcache_devcluster.cluster import LocalCluster
+from tests.support.kube import Cluster, wait_for
+from tests.support.operator import WEBHOOK_CONFIG_NAME, OperatorProcess
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "modelcache.dev_modelcaches.yaml"
+
+
+@pytest.fixture(scope="session")
+def binaries() -> Binaries:
+    return ensure_binaries()
+
+
+@pytest.fixture(scope="session")
+def local_cluster(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(binaries, tmp_path_factory.mktemp("cluster"))
+    cluster.up()
+    yield cluster
+    cluster.down()
+
+
+@pytest.fixture(scope="session")
+def api_client(local_cluster: LocalCluster) -> kubernetes.client.ApiClient:
+    return kubernetes.config.new_client_from_config(config_file=local_cluster.state.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def k8s(api_client: kubernetes.client.ApiClient, local_cluster: LocalCluster) -> Cluster:
+    local_cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
+    local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          "crd/modelcaches.modelcache.dev")
+    return Cluster(api_client)
+
+
+def _webhook_installed(k8s: Cluster) -> bool:
+    admission = kubernetes.client.AdmissionregistrationV1Api(k8s.client)
+    try:
+        config = admission.read_mutating_webhook_configuration(WEBHOOK_CONFIG_NAME)
+    except ApiException:
+        return False
+    return bool(config.webhooks)
+
+
+@pytest.fixture(scope="session")
+def operator(k8s: Cluster, local_cluster: LocalCluster,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(local_cluster.state.kubeconfig, tmp_path_factory.mktemp("operator"))
+    process.start()
+    wait_for(lambda: _webhook_installed(k8s), 30, describe="the operator's webhook configurations",
+             diagnostics=process.log_tail)
+    yield process
+    process.stop()
+    admission = kubernetes.client.AdmissionregistrationV1Api(k8s.client)
+    # A killed operator would leave failurePolicy=Fail webhooks behind; never leak them past the session.
+    for delete in (admission.delete_mutating_webhook_configuration,
+                   admission.delete_validating_webhook_configuration):
+        try:
+            delete(WEBHOOK_CONFIG_NAME)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+@pytest.fixture
+def namespace(k8s: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    k8s.core.create_namespace({"metadata": {"name": name}})
+    wait_for(lambda: k8s.core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
+             30, describe=f"default ServiceAccount in {name}")
+    yield name
+    k8s.core.delete_namespace(name)

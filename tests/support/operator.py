@@ -1,0 +1,100 @@
+"""The operator as a real process (kopf) against the local control plane, with its webhook on TLS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from modelcache_devcluster.cluster import free_port
+
+WEBHOOK_CONFIG_NAME = "modelcache-test.modelcache.dev"
+TEST_IMAGE = "modelcache-operator:test"
+
+
+def make_webhook_cert(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "webhook.crt", directory / "webhook.key"
+    if not cert.exists():
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True)
+    return cert, key
+
+
+class OperatorProcess:
+    def __init__(self, kubeconfig: str, workdir: Path, resync_seconds: float = 2.0,
+                 extra_env: dict[str, str] | None = None):
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.cert, self.key = make_webhook_cert(workdir)
+        self.resync_seconds = resync_seconds
+        self.extra_env = extra_env or {}
+        self.log_path = workdir / "operator.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_port = free_port()
+        self.webhook_port = free_port()
+        self.liveness_port = free_port()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KUBECONFIG": self.kubeconfig,
+            "MODELCACHE_RESYNC_SECONDS": str(self.resync_seconds),
+            "MODELCACHE_METRICS_PORT": str(self.metrics_port),
+            "MODELCACHE_WEBHOOK_PORT": str(self.webhook_port),
+            "MODELCACHE_WEBHOOK_HOST": "127.0.0.1",
+            "MODELCACHE_WEBHOOK_CERT": str(self.cert),
+            "MODELCACHE_WEBHOOK_KEY": str(self.key),
+            "MODELCACHE_WEBHOOK_MANAGED": WEBHOOK_CONFIG_NAME,
+            "MODELCACHE_IMAGE": TEST_IMAGE,
+            **self.extra_env,
+        }
+
+    def start(self, timeout: float = 60.0) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "modelcache_operator.cli", "run",
+             "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"operator not live within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
