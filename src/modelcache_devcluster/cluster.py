@@ -29,6 +29,42 @@ KWOK_STAGE_FILES = (
 )
 # Fake nodes carry this annotation; kwok manages only them, so a real kubelet can join too.
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+# Job pods on this node fail with this exit code and termination message instead of completing, so tests can
+# drive the real Job controller's podFailurePolicy. Only pods that tolerate the node's taint land there.
+FAILING_NODE = "failing-node-0"
+FAILING_NODE_TAINT = "modelcache.dev/kwok-failing"
+FAILING_EXIT_CODE = 11
+FAILING_STAGE = f"""
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata: {{name: pod-fail-on-failing-node}}
+spec:
+  resourceRef: {{apiGroup: v1, kind: Pod}}
+  selector:
+    matchExpressions:
+    - {{key: '.metadata.deletionTimestamp', operator: 'DoesNotExist'}}
+    - {{key: '.status.phase', operator: 'In', values: ['Running']}}
+    - {{key: '.spec.nodeName', operator: 'In', values: ['{FAILING_NODE}']}}
+  next:
+    statusTemplate: |
+      {{{{ $now := Now }}}}
+      containerStatuses:
+      {{{{ range $index, $item := .spec.containers }}}}
+      - image: {{{{ $item.image | Quote }}}}
+        name: {{{{ $item.name | Quote }}}}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: {FAILING_EXIT_CODE}
+            finishedAt: {{{{ $now | Quote }}}}
+            reason: Error
+            message: '{{"reason": "NotFound", "message": "kwok failing node"}}'
+            startedAt: {{{{ $now | Quote }}}}
+      {{{{ end }}}}
+      phase: Failed
+"""
 
 
 class ComponentFailed(RuntimeError):
@@ -65,6 +101,7 @@ class FakeNode:
     gpu_product: str | None
     cpu: str
     memory: str
+    taints: tuple[dict[str, str], ...] = ()
 
     def manifest(self) -> dict[str, object]:
         labels = {
@@ -90,6 +127,7 @@ class FakeNode:
                 "labels": labels,
                 "annotations": {"node.alpha.kubernetes.io/ttl": "0", KWOK_NODE_ANNOTATION[0]: KWOK_NODE_ANNOTATION[1]},
             },
+            "spec": {"taints": list(self.taints)},
             "status": {"allocatable": capacity, "capacity": capacity},
         }
 
@@ -98,6 +136,7 @@ DEFAULT_NODES = (
     FakeNode("gpu-node-0", 8, "NVIDIA-H100-80GB-HBM3", "192", "2048Gi"),
     FakeNode("gpu-node-1", 8, "NVIDIA-H100-80GB-HBM3", "192", "2048Gi"),
     FakeNode("cpu-node-0", 0, None, "32", "128Gi"),
+    FakeNode(FAILING_NODE, 0, None, "8", "32Gi", ({"key": FAILING_NODE_TAINT, "effect": "NoSchedule"},)),
 )
 
 
@@ -289,7 +328,13 @@ class LocalCluster:
                    "enablePodsOnNodeSyncListPager": True, "enablePodsOnNodeSyncStreamWatch": False}
         docs = [yaml.safe_dump({"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
                                 "options": options})]
-        docs += [(self.binaries.kwok_stages / name).read_text() for name in KWOK_STAGE_FILES]
+        for name in KWOK_STAGE_FILES:
+            stage = yaml.safe_load((self.binaries.kwok_stages / name).read_text())
+            if stage["metadata"]["name"] == "pod-complete":
+                stage["spec"]["selector"]["matchExpressions"].append(
+                    {"key": ".spec.nodeName", "operator": "NotIn", "values": [FAILING_NODE]})
+            docs.append(yaml.safe_dump(stage))
+        docs.append(FAILING_STAGE)
         config.write_text("\n---\n".join(docs))
         key, value = KWOK_NODE_ANNOTATION
         self._spawn("kwok", [
@@ -323,7 +368,7 @@ class LocalCluster:
         ready = [
             n for n in items
             if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
-            and not any(t["key"].startswith("node.kubernetes.io/") for t in n["spec"].get("taints", []))
+            and not any(t["key"].startswith("node.kubernetes.io/") for t in n["spec"].get("taints") or [])
         ]
         return len(ready) >= len(self.nodes)
 

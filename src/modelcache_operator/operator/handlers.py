@@ -12,7 +12,7 @@ from ..builders import naming
 from ..builders.status import JobObservation
 from .config import OperatorConfig
 from .kube import Kube, load_api_client
-from .reconciler import ClusterView, Reconciler
+from .reconciler import ClusterView, Reconciler, with_termination_message
 
 CONFIG = OperatorConfig.from_env()
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
@@ -78,14 +78,27 @@ def pods_using_index(namespace: str, name: str, annotations: kopf.Annotations, s
     return {(namespace, cache): name for cache in caches}
 
 
+@kopf.index("", "v1", "pods", labels={**MANAGED, naming.LABEL_ROLE: "downloader"})
+def termination_index(namespace: str, labels: kopf.Labels, status: kopf.Status,
+                      **_: Any) -> dict[tuple[str, str], str]:
+    """The downloader writes its failure reason as JSON to the termination log; keep the latest per Job."""
+    for container in status.get("containerStatuses") or []:
+        message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+        if message and "job-name" in labels:
+            return {(namespace, labels["job-name"]): message}
+    return {}
+
+
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)
 def cache_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return {(namespace, name): dict(body)}
 
 
 def _view(indices: dict[str, Any]) -> ClusterView:
+    messages = indices["termination_index"]
     return ClusterView(
-        jobs={key: next(iter(store)) for key, store in indices["job_index"].items()},
+        jobs={key: with_termination_message(next(iter(store)), messages.get(key))
+              for key, store in indices["job_index"].items()},
         pvc_phases={key: next(iter(store)) for key, store in indices["pvc_index"].items()},
         pods_using={key: sorted(store) for key, store in indices["pods_using_index"].items()},
     )

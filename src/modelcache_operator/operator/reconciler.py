@@ -42,6 +42,20 @@ class ClusterView:
     pods_using: Mapping[CacheKey, list[str]] = field(default_factory=dict)
 
 
+def with_termination_message(job: JobObservation, messages: Any) -> JobObservation:
+    """A failed Job's reason and message, taken from its pod's termination message when the downloader wrote one."""
+    if not job.failed or not messages:
+        return job
+    try:
+        parsed = json.loads(next(iter(messages)))
+    except (ValueError, TypeError):
+        return job
+    if not isinstance(parsed, dict) or not parsed.get("reason"):
+        return job
+    return replace(job, failure_reason=str(parsed["reason"]),
+                   failure_message=str(parsed.get("message") or job.failure_message or ""))
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -61,10 +61,11 @@ def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], cache_in
                **_: Any) -> None:
     started = time.perf_counter()
     pod = dict(body)
-    namespace = pod.get("metadata", {}).get("namespace") or "default"
+    # The apiserver fills metadata.namespace from the request before admission, even for generateName pods.
+    namespace = pod["metadata"]["namespace"]
     names = [n.strip() for n in (pod["metadata"].get("annotations") or {}).get(CACHES_ANNOTATION, "").split(",")]
     caches = {name: _cache_view(name, namespace, cache_index) for name in names if name}
-    decision = mutate_pod(pod, caches, SETTINGS)
+    decision = mutate_pod(pod, caches, SETTINGS, namespace=namespace)
     metrics.WEBHOOK_SECONDS.labels(result="allowed" if decision.allowed else "denied").observe(
         time.perf_counter() - started)
     _apply_decision(decision, patch, warnings)
