@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 GROUP = "modelcache.dev"
 VERSION = "v1alpha1"
@@ -171,13 +171,20 @@ class Toleration(ApiModel):
     tolerationSeconds: int | None = None
 
 
-class ResourceRequirements(ApiModel):
-    requests: dict[str, str] | None = Field(default=None, description="Resource requests (quantities).")
-    limits: dict[str, str] | None = Field(default=None, description="Resource limits (quantities).")
-
-
 QUANTITY_MAP_RULE = cel("self.all(k, isQuantity(self[k]))", "values must be quantities such as 500m or 2Gi")
 NO_GPU_RULE = cel("!self.exists(k, k.endsWith('gpu'))", "the download Job never requests GPUs")
+RESOURCE_MAP_RULES = {"x-kubernetes-validations": [QUANTITY_MAP_RULE, NO_GPU_RULE]}
+
+
+# Bounded sizes keep the CEL cost estimate of the rules above inside the apiserver's budget.
+Quantity = Annotated[str, StringConstraints(max_length=64)]
+
+
+class ResourceRequirements(ApiModel):
+    requests: dict[str, Quantity] | None = Field(default=None, description="Resource requests (quantities).",
+                                                 max_length=16, json_schema_extra=RESOURCE_MAP_RULES)
+    limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits (quantities).",
+                                               max_length=16, json_schema_extra=RESOURCE_MAP_RULES)
 
 
 class Download(ApiModel):
