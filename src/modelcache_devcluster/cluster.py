@@ -343,12 +343,21 @@ class LocalCluster:
             "--cidr=10.244.0.0/16", "--node-ip=10.1.0.1",
         ])
 
-    def kubectl(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
+    def run_kubectl(self, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Runs kubectl against this cluster; the result keeps stderr, where kubectl prints admission warnings."""
         result = subprocess.run([str(self.binaries.kubectl), f"--kubeconfig={self.state.kubeconfig}", *args],
                                 input=input_text, capture_output=True, text=True, check=False)
-        if check and result.returncode != 0:
+        if result.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result.stdout
+        return result
+
+    def kubectl(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
+        try:
+            return self.run_kubectl(*args, input_text=input_text).stdout
+        except RuntimeError:
+            if check:
+                raise
+            return ""
 
     def _default_serviceaccount_exists(self) -> bool:
         return bool(self.kubectl("get", "serviceaccount", "default", "-n", "default", "--ignore-not-found",

@@ -6,13 +6,11 @@ import json
 from typing import Any
 
 from ..api import v1alpha1 as api
+from ..downloader.errors import NON_RETRYABLE_EXIT_CODES
 from . import naming
 
 CACHE_MOUNT = "/cache"
 TOKEN_ENV = "MC_HUB_TOKEN"
-# Exit codes 10-19 are the downloader's non-retryable failures (Unauthorized, NotFound, ...): fail the Job
-# at once instead of burning the backoffLimit on errors a retry cannot fix.
-NON_RETRYABLE_EXIT_CODES = list(range(10, 20))
 DOWNLOADER_CONTAINER = "downloader"
 
 RESTRICTED_SECURITY_CONTEXT: dict[str, Any] = {
@@ -58,6 +56,8 @@ def downloader_env(namespace: str, cache: str, job_name: str, spec: api.ModelCac
         _env("MC_REPORT", "kubernetes"),
         _env("HF_HOME", "/tmp/hf-home"),
         _env("MODELSCOPE_CACHE", "/tmp/modelscope"),
+        # Names the lock holder on the volume, so a stale lock says which pod left it.
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
     if source.allowPatterns:
         env.append(_env("MC_ALLOW_PATTERNS", json.dumps(source.allowPatterns)))
@@ -142,8 +142,9 @@ def download_job(cache_body: dict[str, Any], spec: api.ModelCacheSpec, job_name:
             "backoffLimit": spec.download.backoffLimit,
             "activeDeadlineSeconds": spec.download.activeDeadlineSeconds,
             "podFailurePolicy": {"rules": [
+                # Unauthorized, NotFound, ... : fail at once, a retry cannot fix them (downloader/errors.py).
                 {"action": "FailJob", "onExitCodes": {"containerName": DOWNLOADER_CONTAINER, "operator": "In",
-                                                      "values": NON_RETRYABLE_EXIT_CODES}},
+                                                      "values": list(NON_RETRYABLE_EXIT_CODES)}},
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]},
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
