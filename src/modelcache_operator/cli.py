@@ -1,4 +1,7 @@
-"""`modelcache-operator`: run the operator, print the CRD, or purge a cache volume (the cleanup Job)."""
+"""`modelcache-operator`: run the operator, print the CRD, or purge a cache volume (the cleanup Job).
+
+Subcommands import lazily: `purge` runs in the cleanup Job and must not load kopf or register handlers.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +33,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _crd(args: argparse.Namespace) -> int:
-    from .api.crd import render_yaml
+    from .api.crd import render_chart_template, render_yaml
 
-    text = render_yaml()
+    if args.chart_template:
+        Path(args.chart_template).write_text(render_chart_template())
     if args.output:
-        Path(args.output).write_text(text)
-    else:
-        sys.stdout.write(text)
+        Path(args.output).write_text(render_yaml())
+    elif not args.chart_template:
+        sys.stdout.write(render_yaml())
     return 0
 
 
@@ -64,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint")
     crd = sub.add_parser("crd", help="print the ModelCache CRD generated from the API models")
     crd.add_argument("-o", "--output", help="write to this file instead of stdout")
+    crd.add_argument("--chart-template", metavar="PATH",
+                     help="also write the Helm chart's CRD template (gated by crds.enabled) to PATH")
     purge = sub.add_parser("purge", help="delete all cached files under a volume root (cleanup Job)")
     purge.add_argument("--root", required=True)
     args = parser.parse_args(argv)

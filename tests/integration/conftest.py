@@ -35,7 +35,9 @@ def local_cluster(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def api_client(local_cluster: LocalCluster) -> kubernetes.client.ApiClient:
-    return kubernetes.config.new_client_from_config(config_file=local_cluster.state.kubeconfig)
+    client: kubernetes.client.ApiClient = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=local_cluster.state.kubeconfig)
+    return client
 
 
 @pytest.fixture(scope="session")

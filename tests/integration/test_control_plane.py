@@ -76,7 +76,7 @@ def test_deleting_owner_garbage_collects_dependent(k8s: Cluster, namespace: str)
         try:
             k8s.core.read_namespaced_config_map("dependent", namespace)
         except ApiException as error:
-            return error.status == 404
+            return bool(error.status == 404)
         return False
     assert wait_for(dependent_gone, 60, describe="garbage collection of the dependent ConfigMap")
 

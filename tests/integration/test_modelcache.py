@@ -132,6 +132,10 @@ def _bound_pvc(k8s: Cluster, namespace: str, name: str) -> Any:
     return items[0] if items and items[0].status.phase == "Bound" else None
 
 
+def _wait_bound(k8s: Cluster, namespace: str, name: str) -> Any:
+    return wait_for(lambda: _bound_pvc(k8s, namespace, name), 60, describe=f"PVC {namespace}/{name} Bound")
+
+
 def _assert_pv_source(backend: str, pv: Any, storage: dict[str, Any]) -> None:
     if backend == "ossfs2":
         oss = storage["ossfs2"]
@@ -157,8 +161,7 @@ def test_same_name_in_two_namespaces_gets_distinct_pvs(k8s: Cluster, operator: O
     for ns in namespaces:
         k8s.core.create_namespace({"metadata": {"name": ns}})
         k8s.create_cache(ns, simple_cache("shared-name"))
-    pvs = [wait_for(lambda ns=ns: _bound_pvc(k8s, ns, naming.pvc_name("shared-name")), 60,
-                    describe=f"PVC in {ns}").spec.volume_name for ns in namespaces]
+    pvs = [_wait_bound(k8s, ns, naming.pvc_name("shared-name")).spec.volume_name for ns in namespaces]
     assert pvs[0] != pvs[1]
     for ns in namespaces:
         k8s.core.delete_namespace(ns)

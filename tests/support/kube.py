@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -18,7 +18,7 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: flo
              describe: str = "condition", diagnostics: Callable[[], str] | None = None) -> T:
     """Polls until probe returns something truthy; fails with what was last seen."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = probe()
         if last:
@@ -40,15 +40,13 @@ class Cluster:
         self.custom = kubernetes.client.CustomObjectsApi(client)
 
     def create_cache(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
-            api.GROUP, api.VERSION, namespace, api.PLURAL, manifest)
-        return result
+        result = self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, manifest)
+        return cast(dict[str, Any], result)
 
     def get_cache(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                api.GROUP, api.VERSION, namespace, api.PLURAL, name)
-            return result
+            result = self.custom.get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
+            return cast(dict[str, Any], result)
         except ApiException as error:
             if error.status == 404:
                 return None

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.config import JsonDict
 
 GROUP = "modelcache.dev"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "ModelCache"
+API_VERSION: Final = "modelcache.dev/v1alpha1"
+KIND: Final = "ModelCache"
 PLURAL = "modelcaches"
 SINGULAR = "modelcache"
 SHORT_NAMES = ["mc"]
@@ -19,15 +20,15 @@ REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0
 REVISION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,254}$"
 ENDPOINT_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a key-name pattern, not a secret
 ABSOLUTE_PATH_PATTERN = r"^/[^\x00]*$"
-NO_DOTDOT_RULE = {
+NO_DOTDOT_RULE: JsonDict = {
     "rule": "!self.split('/').exists(s, s == '..')",
     "message": "must not contain '..' path segments",
 }
 
 
-def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+def cel(rule: str, message: str, **extra: str) -> JsonDict:
     return {"rule": rule, "message": message, **extra}
 
 
@@ -173,7 +174,7 @@ class Toleration(ApiModel):
 
 QUANTITY_MAP_RULE = cel("self.all(k, isQuantity(self[k]))", "values must be quantities such as 500m or 2Gi")
 NO_GPU_RULE = cel("!self.exists(k, k.endsWith('gpu'))", "the download Job never requests GPUs")
-RESOURCE_MAP_RULES = {"x-kubernetes-validations": [QUANTITY_MAP_RULE, NO_GPU_RULE]}
+RESOURCE_MAP_RULES: JsonDict = {"x-kubernetes-validations": [QUANTITY_MAP_RULE, NO_GPU_RULE]}
 
 
 # Bounded sizes keep the CEL cost estimate of the rules above inside the apiserver's budget.

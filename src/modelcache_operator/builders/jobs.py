@@ -10,7 +10,7 @@ from ..downloader.errors import NON_RETRYABLE_EXIT_CODES
 from . import naming
 
 CACHE_MOUNT = "/cache"
-TOKEN_ENV = "MC_HUB_TOKEN"
+TOKEN_ENV = "MC_HUB_TOKEN"  # noqa: S105 - the variable name, filled by secretKeyRef
 DOWNLOADER_CONTAINER = "downloader"
 
 RESTRICTED_SECURITY_CONTEXT: dict[str, Any] = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -19,10 +19,12 @@ MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 INJECT_LABEL = "modelcache.dev/inject"
 CACHES_ANNOTATION = "modelcache.dev/caches"
 _reconciler: Reconciler | None = None
+# kopf types namespace as optional; every resource indexed here is namespaced.
+IndexKey = tuple[str | None, str]
 
 
 def _emit(body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-    kopf.event(body, type=event_type, reason=reason, message=message)
+    kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=event_type, reason=reason, message=message)
 
 
 def reconciler() -> Reconciler:
@@ -60,18 +62,18 @@ def _job_observation(name: str, status: dict[str, Any]) -> JobObservation:
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED)
-def job_index(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict[tuple[str, str], JobObservation]:
+def job_index(namespace: str | None, name: str, status: kopf.Status, **_: Any) -> dict[IndexKey, JobObservation]:
     return {(namespace, name): _job_observation(name, dict(status))}
 
 
 @kopf.index("", "v1", "persistentvolumeclaims", labels=MANAGED)
-def pvc_index(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict[tuple[str, str], str]:
+def pvc_index(namespace: str | None, name: str, status: kopf.Status, **_: Any) -> dict[IndexKey, str]:
     return {(namespace, name): str(status.get("phase", "Pending"))}
 
 
 @kopf.index("", "v1", "pods", labels={INJECT_LABEL: "true"})
-def pods_using_index(namespace: str, name: str, annotations: kopf.Annotations, status: kopf.Status,
-                     **_: Any) -> dict[tuple[str, str], str]:
+def pods_using_index(namespace: str | None, name: str, annotations: kopf.Annotations, status: kopf.Status,
+                     **_: Any) -> dict[IndexKey, str]:
     if status.get("phase") in ("Succeeded", "Failed"):
         return {}
     caches = [c.strip() for c in annotations.get(CACHES_ANNOTATION, "").split(",") if c.strip()]
@@ -79,8 +81,8 @@ def pods_using_index(namespace: str, name: str, annotations: kopf.Annotations, s
 
 
 @kopf.index("", "v1", "pods", labels={**MANAGED, naming.LABEL_ROLE: "downloader"})
-def termination_index(namespace: str, labels: kopf.Labels, status: kopf.Status,
-                      **_: Any) -> dict[tuple[str, str], str]:
+def termination_index(namespace: str | None, labels: kopf.Labels, status: kopf.Status,
+                      **_: Any) -> dict[IndexKey, str]:
     """The downloader writes its failure reason as JSON to the termination log; keep the latest per Job."""
     for container in status.get("containerStatuses") or []:
         message = ((container.get("state") or {}).get("terminated") or {}).get("message")
@@ -90,7 +92,7 @@ def termination_index(namespace: str, labels: kopf.Labels, status: kopf.Status,
 
 
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)
-def cache_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+def cache_index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[IndexKey, dict[str, Any]]:
     return {(namespace, name): dict(body)}
 
 
@@ -107,7 +109,7 @@ def _view(indices: dict[str, Any]) -> ClusterView:
 # ----- triggers: every one of them runs the same level-based reconcile -----
 
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-def on_cache_event(type: str | None, body: kopf.Body, **kwargs: Any) -> None:  # noqa: A002 - kopf's kwarg
+def on_cache_event(type: str, body: kopf.Body, **kwargs: Any) -> None:
     if type == "DELETED":
         reconciler().forget(body["metadata"]["namespace"], body["metadata"]["name"])
         return
@@ -132,17 +134,17 @@ def _owner_cache(owner_references: list[dict[str, Any]]) -> str | None:
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 @kopf.on.event("", "v1", "persistentvolumeclaims", labels=MANAGED)
-def on_child_event(namespace: str, meta: kopf.Meta, **kwargs: Any) -> None:
+def on_child_event(namespace: str | None, meta: kopf.Meta, **kwargs: Any) -> None:
     cache = _owner_cache(list(meta.get("ownerReferences") or []))
-    if cache:
+    if cache and namespace:
         _reconcile_cache(namespace, cache, kwargs)
 
 
 @kopf.on.event("", "v1", "pods", labels={INJECT_LABEL: "true"})
-def on_serving_pod_event(type: str | None, namespace: str, annotations: kopf.Annotations,  # noqa: A002
+def on_serving_pod_event(type: str, namespace: str | None, annotations: kopf.Annotations,
                          **kwargs: Any) -> None:
     # Only a pod going away can unblock a deletion that waits for users.
-    if type != "DELETED":
+    if type != "DELETED" or namespace is None:
         return
     for cache in annotations.get(CACHES_ANNOTATION, "").split(","):
         store = kwargs["cache_index"].get((namespace, cache.strip()))

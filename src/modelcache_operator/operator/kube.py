@@ -30,16 +30,16 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
 
 def load_api_client() -> kubernetes.client.ApiClient:
     try:
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     client = kubernetes.client.ApiClient()
     client.user_agent = "modelcache-operator"
     return client
 
 
 def is_not_found(error: ApiException) -> bool:
-    return error.status == 404
+    return bool(error.status == 404)
 
 
 class Kube:
@@ -59,7 +59,7 @@ class Kube:
             auth_settings=["BearerToken"])
         response = self.client.call_api(method, url, header_params=headers, body=payload,
                                         _request_timeout=REQUEST_TIMEOUT_SECONDS)
-        response.read()
+        response.read()  # type: ignore[no-untyped-call]
         if response.status >= 400:
             raise ApiException(http_resp=response)
         result = json.loads(response.data or b"{}")

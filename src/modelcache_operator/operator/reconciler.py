@@ -8,8 +8,8 @@ An idle Ready cache therefore costs no API request per resync.
 from __future__ import annotations
 
 import hashlib
-import logging
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping

@@ -57,8 +57,8 @@ def _apply_decision(decision: AdmissionDecision, patch: kopf.Patch, warnings: li
 
 
 @kopf.on.mutate("", "v1", "pods", id=POD_WEBHOOK_ID, operations=["CREATE"], labels={INJECT_LABEL: "true"})
-def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], cache_index: kopf.Index[Any, Any],
-               **_: Any) -> None:
+def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
+    cache_index: kopf.Index[Any, Any] = kwargs["cache_index"]
     started = time.perf_counter()
     pod = dict(body)
     # The apiserver fills metadata.namespace from the request before admission, even for generateName pods.
@@ -72,7 +72,8 @@ def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], cache_in
 
 
 @kopf.on.validate(api.GROUP, api.VERSION, api.PLURAL, id=MODELCACHE_WEBHOOK_ID, operations=["CREATE", "UPDATE"])
-def validate_cache(body: kopf.Body, warnings: list[str], cache_index: kopf.Index[Any, Any], **_: Any) -> None:
+def validate_cache(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
+    cache_index: kopf.Index[Any, Any] = kwargs["cache_index"]
     meta = body.get("metadata", {})
     namespace, name = meta.get("namespace") or "default", meta.get("name")
     others = [

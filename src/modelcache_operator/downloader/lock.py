@@ -1,0 +1,144 @@
+"""One writer per volume: `<root>/.modelcache-lock.json`, created with O_EXCL and kept alive by a heartbeat.
+
+flock is not reliable on NFS and object-store FUSE mounts, and two clusters may share a bucket, so the lock is
+a plain file holding who owns it and when it last beat. A lock whose heartbeat is older than `stale_after`
+belongs to a dead writer and is taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .errors import LockHeld
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".modelcache-lock.json"
+
+
+class VolumeLock:
+    def __init__(self, root: Path, identity: dict[str, Any], stale_after: float = 60.0,
+                 heartbeat_interval: float = 5.0, wait: float = 0.0) -> None:
+        self.path = root / LOCK_NAME
+        self.identity = identity
+        self.stale_after = stale_after
+        self.heartbeat_interval = heartbeat_interval
+        self.wait = wait  # how long to wait for a live holder to finish or go stale
+        self.token = secrets.token_hex(8)  # tells our lock file from a successor's
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _content(self) -> bytes:
+        return json.dumps({**self.identity, "token": self.token, "heartbeat": time.time()}).encode()
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # being rewritten or garbage: judge it by mtime
+        return data if isinstance(data, dict) else {}
+
+    def _age(self, holder: dict[str, Any]) -> float:
+        beat = holder.get("heartbeat")
+        if not isinstance(beat, int | float):
+            try:
+                beat = self.path.stat().st_mtime
+            except FileNotFoundError:
+                return float("inf")
+        return time.time() - float(beat)
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(self._content())
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+    def acquire(self) -> None:
+        # A Job's replacement pod often starts while its killed predecessor's heartbeat is still fresh.
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                self._acquire_once()
+                return
+            except LockHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(self.heartbeat_interval, max(0.1, deadline - time.monotonic())))
+
+    def _acquire_once(self) -> None:
+        for _ in range(3):
+            if self._create():
+                break
+            holder = self._read()
+            if holder is None:
+                continue  # released between our create and read
+            age = self._age(holder)
+            if age <= self.stale_after:
+                who = {k: holder.get(k) for k in ("holder", "pid", "job") if holder.get(k) is not None}
+                raise LockHeld(f"{self.path} is held by {who or 'an unknown writer'}, "
+                               f"last heartbeat {age:.0f}s ago (stale after {self.stale_after:.0f}s)")
+            log.warning("Taking over a stale lock %s (heartbeat %.0fs ago, holder %s)", self.path, age,
+                        holder.get("holder"))
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        else:
+            raise LockHeld(f"could not create {self.path}: other writers keep racing for it")
+        # Two writers that took over the same stale lock at once: only the last one's file survives.
+        time.sleep(min(0.2, self.heartbeat_interval))
+        self._verify()
+        self._thread = threading.Thread(target=self._beat, name="lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _verify(self) -> None:
+        holder = self._read()
+        if holder is not None and holder.get("token") != self.token and holder != {}:
+            self.lost.set()
+            raise LockHeld(f"lost {self.path} to {holder.get('holder')} (pid {holder.get('pid')})")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_interval):
+            holder = self._read()
+            if holder is None or (holder and holder.get("token") != self.token):
+                log.error("Lost the volume lock %s to %s", self.path, holder and holder.get("holder"))
+                self.lost.set()
+                return
+            try:
+                with self.path.open("r+b") as f:
+                    f.write(self._content())
+                    f.truncate()
+            except OSError as e:
+                log.warning("Could not refresh the lock heartbeat: %s", e)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.heartbeat_interval + 1)
+        holder = self._read()
+        if holder is not None and holder.get("token") == self.token:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def __enter__(self) -> VolumeLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()

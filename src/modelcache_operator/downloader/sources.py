@@ -1,0 +1,283 @@
+"""The two hubs behind one small interface: resolve + list (`plan`) and fetch one file into its final place.
+
+Hugging Face: listing through `HfApi.model_info(files_metadata=True)`; files through the client's public
+`get_hf_file_metadata` + `http_get`, writing straight into `<root>/<sha>/<path>`. We do not use
+`hf_hub_download(local_dir=...)` because huggingface_hub 2.x downloads to a process-unique temp file that
+it deletes on failure and never resumes after a kill, then renames it into place (a copy on FUSE).
+With `http_get` and our own file handle, a killed download resumes with a Range request where it stopped, and
+the bytes are hashed as they arrive.
+
+ModelScope: listing and downloads through the official `modelscope` / `modelscope_hub` client
+(`HubApi.download_file(local_dir=...)`), which resumes its `<file>.incomplete` across processes by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+import httpx2
+import requests
+from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+from huggingface_hub import errors as hf
+from huggingface_hub.file_download import http_get
+from huggingface_hub.utils._headers import build_hf_headers
+from huggingface_hub.utils.tqdm import disable_progress_bars
+
+from .errors import (
+    ChecksumMismatch,
+    DownloadError,
+    InvalidArgument,
+    NetworkError,
+    NotFound,
+    Unauthorized,
+)
+from .hashing import HashingWriter, sha256_file
+from .plan import Plan, RemoteFile, filter_files
+
+OnBytes = Callable[[int], None]
+HEX_COMMIT = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+
+
+class Source(Protocol):
+    def plan(self, requested_revision: str, allow: list[str] | None, ignore: list[str] | None) -> Plan: ...
+
+    def partial_bytes(self, dest_dir: Path, f: RemoteFile) -> int:
+        """Bytes of an unfinished download of `f` already on disk."""
+        ...
+
+    def fetch(self, plan: Plan, f: RemoteFile, dest_dir: Path, on_bytes: OnBytes) -> str | None:
+        """Download `f` to `dest_dir/f.path`; return its sha256 when it was hashed on the way, else None."""
+        ...
+
+    def discard(self, dest_dir: Path, f: RemoteFile) -> None:
+        """Remove `f` and any partial download of it."""
+        ...
+
+
+def _status_error(status: int | None, what: str) -> DownloadError:
+    if status in (401, 403):
+        return Unauthorized(f"{what}: HTTP {status}, the token is missing, wrong or lacks access")
+    if status == 404:
+        return NotFound(f"{what}: HTTP 404")
+    if status is not None and (status >= 500 or status in (408, 429)):
+        return NetworkError(f"{what}: HTTP {status}")
+    return DownloadError(f"{what}: HTTP {status}")
+
+
+# ----- Hugging Face -----
+
+class HuggingFaceSource:
+    def __init__(self, repo: str, endpoint: str | None, token: str | None) -> None:
+        disable_progress_bars()  # our own progress lines replace tqdm
+        self.repo = repo
+        self.endpoint = endpoint.rstrip("/") if endpoint else None
+        self._token = token
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except DownloadError:
+            raise
+        except (hf.RevisionNotFoundError, hf.RemoteEntryNotFoundError) as e:
+            raise NotFound(f"{what}: {type(e).__name__} (HTTP {e.response.status_code})") from None
+        except hf.HfHubHTTPError as e:
+            # huggingface_hub reports a 401 on a repo as RepositoryNotFoundError; the status tells them apart.
+            raise _status_error(e.response.status_code, what) from None
+        except (httpx2.TransportError, httpx2.StreamError) as e:
+            raise NetworkError(f"{what}: {type(e).__name__}: {e}") from None
+        except OSError as e:
+            if "Consistency check failed" in str(e):
+                raise NetworkError(f"{what}: transfer ended early") from None
+            raise
+
+    def plan(self, requested_revision: str, allow: list[str] | None, ignore: list[str] | None) -> Plan:
+        with self._errors(f"resolving {self.repo}@{requested_revision}"):
+            api = HfApi(endpoint=self.endpoint, token=self._token or False)
+            info = api.model_info(self.repo, revision=requested_revision, files_metadata=True)
+        if not info.sha:
+            raise NotFound(f"{self.repo}@{requested_revision}: the hub returned no commit sha")
+        files = [
+            RemoteFile(path=s.rfilename, size=s.lfs.size if s.lfs else (s.size or 0),
+                       sha256=s.lfs.sha256 if s.lfs else None, git_oid=None if s.lfs else s.blob_id)
+            for s in info.siblings or []
+        ]
+        return Plan(hub="huggingface", repo=self.repo, requested_revision=requested_revision,
+                    revision=info.sha, endpoint=self.endpoint,
+                    files=tuple(filter_files(files, allow, ignore)))
+
+    def partial_bytes(self, dest_dir: Path, f: RemoteFile) -> int:
+        p = dest_dir / f.path
+        return min(p.stat().st_size, f.size) if p.is_file() else 0
+
+    def discard(self, dest_dir: Path, f: RemoteFile) -> None:
+        (dest_dir / f.path).unlink(missing_ok=True)
+
+    def fetch(self, plan: Plan, f: RemoteFile, dest_dir: Path, on_bytes: OnBytes) -> str | None:
+        what = f"downloading {f.path}"
+        dest = dest_dir / f.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with self._errors(what):
+            url = hf_hub_url(plan.repo, f.path, revision=plan.revision, endpoint=self.endpoint)
+            meta = get_hf_file_metadata(url, token=self._token or False, endpoint=self.endpoint,
+                                        retry_on_errors=True)
+            if meta.size is not None and meta.size != f.size:
+                raise ChecksumMismatch(f"{f.path}: the hub serves {meta.size} bytes, listing says {f.size}")
+            # Never send the token to another host (an LFS CDN with a signed URL does not need it).
+            same_host = urlparse(meta.location).netloc == urlparse(url).netloc
+            headers = build_hf_headers(token=(self._token or False) if same_host else False)
+            headers["Accept-Encoding"] = "identity"
+            existing = dest.stat().st_size if dest.is_file() else 0
+            if existing > f.size:
+                on_bytes(-f.size)  # counted as done, but it is not this file
+                existing = 0
+            digest = sha256_file(dest, existing) if existing else hashlib.sha256()
+            with dest.open("r+b" if dest.is_file() else "wb") as fh:
+                fh.truncate(existing)
+                fh.seek(existing)
+                writer = HashingWriter(fh, digest, on_bytes)
+                http_get(meta.location, writer, resume_size=existing, headers=headers,  # type: ignore[arg-type]
+                         expected_size=f.size, displayed_filename=f.path)
+                fh.flush()
+                os.fsync(fh.fileno())
+        return writer.digest.hexdigest()
+
+
+# ----- ModelScope -----
+
+def _modelscope_env() -> None:
+    """Settings the modelscope client reads at import time."""
+    defaults = {
+        # Single stream per file, resumable in place; the parallel path writes parts and merges them (3x I/O).
+        "MODELSCOPE_DOWNLOAD_PARALLEL_WORKERS": "1",
+        # Our volume lock already serializes writers; the client's lock lives in its cache dir.
+        "MODELSCOPE_DOWNLOAD_FILE_LOCK": "false",
+        # The default one-hour budget per file is too short for 100 GB shards on slow links.
+        "MODELSCOPE_DOWNLOAD_TOTAL_TIMEOUT": "86400",
+        "MODELSCOPE_CACHE": os.path.join(tempfile.gettempdir(), "modelscope-cache"),
+        "MODELSCOPE_HOME": os.path.join(tempfile.gettempdir(), "modelscope-home"),
+        "TQDM_DISABLE": "1",  # the client's per-file bars; our progress lines replace them
+    }
+    for k, v in defaults.items():
+        os.environ.setdefault(k, v)
+
+
+class ModelScopeSource:
+    def __init__(self, repo: str, endpoint: str | None, token: str | None) -> None:
+        _modelscope_env()
+        # Imported late: the client reads its settings from the environment at import time.
+        from modelscope.hub.api import HubApi  # noqa: PLC0415
+        from modelscope_hub import HubApi as FileApi  # noqa: PLC0415
+
+        self.repo = repo
+        self.endpoint = endpoint.rstrip("/") if endpoint else None
+        self._api = HubApi(endpoint=self.endpoint, token=token)  # revision resolution (legacy surface)
+        self._files = FileApi(endpoint=self.endpoint, token=token)  # listing and downloads
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        from modelscope_hub import errors as ms  # noqa: PLC0415  (after _modelscope_env)
+
+        try:
+            yield
+        except DownloadError:
+            raise
+        except (ms.AuthenticationError, ms.PermissionDeniedError) as e:
+            raise Unauthorized(f"{what}: HTTP {e.status_code}, the token is missing, wrong or lacks access") \
+                from None
+        except ms.NotExistError as e:
+            raise NotFound(f"{what}: HTTP {e.status_code or 404}") from None
+        except ms.FileSizeMismatchError:
+            raise NetworkError(f"{what}: the server sent a different size than the listing") from None
+        except ms.FileIntegrityError:
+            raise ChecksumMismatch(f"{what}: content does not match the hub's sha256") from None
+        except (ms.NetworkError, ms.ServerError, ms.RateLimitError, requests.RequestException) as e:
+            raise NetworkError(f"{what}: {type(e).__name__}") from None
+        except ms.APIError as e:
+            raise _status_error(e.status_code, what) from None
+        except ms.HubError as e:
+            raise DownloadError(f"{what}: {type(e).__name__}") from None
+
+    def _resolve(self, requested: str) -> tuple[str, str]:
+        """(revision to list and fetch, commit id for the folder name)."""
+        from modelscope_hub import errors as ms  # noqa: PLC0415  (after _modelscope_env)
+
+        try:
+            detail: dict[str, Any] = self._api.get_valid_revision_detail(self.repo, revision=requested)
+        except ms.NotExistError:
+            if HEX_COMMIT.match(requested):
+                return requested, requested  # a commit id is not among branches and tags
+            raise
+        commit = detail.get("CommitId") or detail.get("CommitID") or detail.get("Sha")
+        name = str(detail.get("Revision") or requested)
+        if isinstance(commit, str) and HEX_COMMIT.match(commit):
+            return name, commit
+        raise NotFound(f"{self.repo}@{requested}: the hub did not say which commit {name} points to")
+
+    def plan(self, requested_revision: str, allow: list[str] | None, ignore: list[str] | None) -> Plan:
+        with self._errors(f"resolving {self.repo}@{requested_revision}"):
+            name, commit = self._resolve(requested_revision)
+            listing = self._files.list_repo_files(self.repo, "model", revision=name, recursive=True)
+        files = [RemoteFile(path=f.path, size=int(f.size), sha256=(f.sha256 or None))
+                 for f in listing if not f.is_dir]
+        return Plan(hub="modelscope", repo=self.repo, requested_revision=requested_revision,
+                    revision=commit, endpoint=self.endpoint, files=tuple(filter_files(files, allow, ignore)),
+                    fetch_revision=name)
+
+    def partial_bytes(self, dest_dir: Path, f: RemoteFile) -> int:
+        final = dest_dir / f.path
+        if final.is_file():
+            return min(final.stat().st_size, f.size)
+        partial = final.with_name(final.name + ".incomplete")
+        return min(partial.stat().st_size, f.size) if partial.is_file() else 0
+
+    def discard(self, dest_dir: Path, f: RemoteFile) -> None:
+        final = dest_dir / f.path
+        for p in (final, final.with_name(final.name + ".incomplete")):
+            p.unlink(missing_ok=True)
+
+    def fetch(self, plan: Plan, f: RemoteFile, dest_dir: Path, on_bytes: OnBytes) -> str | None:
+        from modelscope_hub import ProgressCallback  # noqa: PLC0415  (after _modelscope_env)
+
+        final = dest_dir / f.path
+        if final.is_file() and final.stat().st_size != f.size:
+            final.unlink()  # the client would keep a wrong-sized file only to reject it later
+        start = self.partial_bytes(dest_dir, f)
+
+        class Counter(ProgressCallback):
+            """Feeds our progress; the client re-reports the resumed prefix, which we already counted."""
+
+            skip = start
+
+            def update(self, size: int) -> None:
+                if size < 0:
+                    on_bytes(size)
+                    return
+                taken = min(size, Counter.skip)
+                Counter.skip -= taken
+                if size - taken:
+                    on_bytes(size - taken)
+
+        with self._errors(f"downloading {f.path}"):
+            # No expected_sha256: the client would retry a mismatch three times; we verify and retry once.
+            self._files.downloader.download_file(
+                repo_id=self.repo, repo_type="model", file_path=f.path,
+                revision=plan.fetch_revision or plan.revision, local_dir=dest_dir, file_size=f.size,
+                progress_callbacks=[Counter])
+        return None
+
+
+def make_source(hub: str, repo: str, endpoint: str | None, token: str | None) -> Source:
+    if hub == "huggingface":
+        return HuggingFaceSource(repo, endpoint, token)
+    if hub == "modelscope":
+        return ModelScopeSource(repo, endpoint, token)
+    raise InvalidArgument(f"unknown hub {hub!r}; expected huggingface or modelscope")
