@@ -44,6 +44,13 @@ def _crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from .api.reference import render_markdown
+
+    Path(args.output).write_text(render_markdown())
+    return 0
+
+
 def _purge(args: argparse.Namespace) -> int:
     """Deletes every entry under the volume root: the revision folders, the lock and any partial download."""
     root = Path(args.root)
@@ -70,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     crd.add_argument("-o", "--output", help="write to this file instead of stdout")
     crd.add_argument("--chart-template", metavar="PATH",
                      help="also write the Helm chart's CRD template (gated by crds.enabled) to PATH")
+    docs = sub.add_parser("docs", help="write the ModelCache field reference (markdown)")
+    docs.add_argument("-o", "--output", default="docs/reference.md")
     purge = sub.add_parser("purge", help="delete all cached files under a volume root (cleanup Job)")
     purge.add_argument("--root", required=True)
     args = parser.parse_args(argv)
-    handler = {"run": _run, "crd": _crd, "purge": _purge}[args.command]
+    handler = {"run": _run, "crd": _crd, "docs": _docs, "purge": _purge}[args.command]
     return handler(args)
 
 

@@ -79,7 +79,7 @@ def openapi_schema(model: type[api.ApiModel]) -> dict[str, Any]:
     return schema
 
 
-def _object_defaults(spec_schema: dict[str, Any]) -> None:
+def object_defaults(spec_schema: dict[str, Any]) -> None:
     # Sub-objects with default_factory get `{}` as default so their own field defaults apply.
     for name in ("download", "prewarm", "serving"):
         spec_schema["properties"][name]["default"] = {}
@@ -87,7 +87,7 @@ def _object_defaults(spec_schema: dict[str, Any]) -> None:
 
 def custom_resource_definition() -> dict[str, Any]:
     spec_schema = openapi_schema(api.ModelCacheSpec)
-    _object_defaults(spec_schema)
+    object_defaults(spec_schema)
     status_schema = openapi_schema(api.ModelCacheStatus)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
