@@ -443,7 +443,7 @@ def warm(roots: list[str], concurrency: int, timeout: float, chunk_bytes: int, l
     start = time.monotonic()
     try:
         child = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "warm", *child_args],
+            [sys.executable, "-I", "-S", os.path.abspath(__file__), "warm", *child_args],  # stdlib only: skip site
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -1,0 +1,257 @@
+"""prewarm.py and prewarm.sh against real files on disk, a cold page cache, hostile names,
+vanishing files and a hung FUSE mount. Residency is measured independently (tests/residency.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from modelcache_operator.prewarm import prewarm as pw
+from tests.prewarm_support import CANARY, env_with_path, make_evil_tree, sh_only_path
+from tests.residency import evict, files_under, resident_fraction, write_file
+from tests.slowfs import s3fs_mount, slow_http
+
+PROGRAM = Path(pw.__file__)
+FALLBACK = PROGRAM.with_name("prewarm.sh")
+MiB = 1 << 20
+SUMMARY = re.compile(
+    r"^modelcache-prewarm: files=(?P<files>\d+) bytes=(?P<bytes>\S+) warmed=(?P<warmed>\S+) "
+    r"in (?P<secs>\d+\.\d)s \(\S+/s\) resident=(?P<resident>\d+\.\d%|unknown) "
+    r"skipped=(?P<skipped>\d+) errors=(?P<errors>\d+) timeout=(?P<timeout>true|false)$",
+    re.M,
+)
+UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+# Independent residency checks allow a few percent: these VMs run DAMON proactive reclaim
+# (pageout of cold unmapped file pages), which can take freshly read pages within seconds.
+WARM = 0.95
+
+
+def size_of(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(B|KiB|MiB|GiB)", text)
+    assert m, text
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def run_python(*args: str, cwd: Path | None = None, timeout: float = 120) -> tuple[re.Match[str], float]:
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(PROGRAM), "warm", *args],
+        cwd=cwd, env=env_with_path(os.environ["PATH"]), capture_output=True, text=True, timeout=timeout,
+    )
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    m = SUMMARY.search(proc.stdout)
+    assert m, proc.stdout
+    return m, elapsed
+
+
+def run_sh(tmp_path: Path, *args: str, cwd: Path | None = None, timeout: float = 120) -> tuple[str, float]:
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["sh", str(FALLBACK), *args], cwd=cwd, env=env_with_path(sh_only_path(tmp_path / "shbin")),
+        capture_output=True, text=True, timeout=timeout,
+    )
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"modelcache-prewarm: mode=sh files=(\d+|\?) in \d+s errors=\d+ timeout=(true|false)", line
+    ), line
+    return line, elapsed
+
+
+def cold(paths: list[Path]) -> None:
+    evict(paths)
+    assert resident_fraction(paths) < 0.05, "eviction failed: is the tmp dir on tmpfs?"
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three 24 MiB shards and one 512 MiB file, on the real disk."""
+    root = tmp_path_factory.mktemp("model")
+    (root / "sub").mkdir()
+    for i in range(3):
+        write_file(root / f"model-0000{i}-of-00003.safetensors", 24 * MiB, seed=i)
+    write_file(root / "sub" / "big.gguf", 512 * MiB, seed=7)
+    (root / "config.json").write_text("{}")
+    return root
+
+
+def test_cold_files_become_resident_and_a_rerun_reads_nothing(model: Path, tmp_path: Path) -> None:
+    files = files_under(model)
+    total = sum(p.stat().st_size for p in files)
+    cold(files)
+    log = tmp_path / "log"
+    m, _ = run_python("--dir", str(model), "--concurrency", "8", "--log-file", str(log))
+    assert resident_fraction(files) > WARM
+    assert m["files"] == str(len(files)) and m["resident"] == "100.0%"
+    assert (m["skipped"], m["errors"], m["timeout"]) == ("0", "0", "false")
+    assert abs(size_of(m["warmed"]) - total) < 0.01 * total
+    assert log.read_text().strip() == m.group(0)
+
+    again, _ = run_python("--dir", str(model), "--log-file", str(log))
+    # Only what the mincore check found missing is read: nothing, or a sliver reclaimed since.
+    assert size_of(again["warmed"]) < 0.02 * total
+    assert again["resident"] == "100.0%"
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_manifest_decides_what_is_warmed(model: Path, tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    (root / ".modelcache").mkdir(parents=True)
+    wanted = [root / "a.safetensors", root / "b.safetensors"]
+    other = root / "not-in-manifest.bin"
+    for i, p in enumerate([*wanted, other]):
+        write_file(p, 8 * MiB, seed=i)
+    manifest = {"files": [{"path": p.name, "size": 8 * MiB, "sha256": ""} for p in wanted]}
+    (root / ".modelcache" / "manifest.json").write_text(json.dumps(manifest))
+    cold([*wanted, other])
+    m, _ = run_python("--dir", str(root))
+    assert m["files"] == "2"
+    assert resident_fraction(wanted) > WARM
+    assert resident_fraction([other]) < 0.05
+
+
+def test_python_reads_hostile_names_without_running_them(tmp_path: Path) -> None:
+    model = tmp_path / f"$(touch {CANARY})"
+    model.mkdir()
+    files = make_evil_tree(model, size=2 * MiB)
+    cold(files)
+    m, _ = run_python("--dir", str(model), cwd=tmp_path)
+    assert m["files"] == str(len(files)) and m["errors"] == "0"
+    assert resident_fraction(files) > WARM
+    assert not (tmp_path / CANARY).exists()
+
+
+def test_sh_fallback_reads_hostile_names_without_running_them(tmp_path: Path) -> None:
+    model = tmp_path / f"$(touch {CANARY})"
+    model.mkdir()
+    files = make_evil_tree(model, size=2 * MiB)
+    cold(files)
+    line, _ = run_sh(tmp_path, "--dir", str(model), "--concurrency", "4", cwd=tmp_path)
+    assert f"files={len(files)} " in line and "errors=0" in line and "timeout=false" in line
+    assert resident_fraction(files) > WARM
+    assert not (tmp_path / CANARY).exists()
+
+
+def test_file_vanishing_mid_run_is_skipped(model: Path, tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    root.mkdir()
+    big = root / "000-big.gguf"
+    os.link(model / "sub" / "big.gguf", big)  # same disk, no copy
+    doomed = [root / f"zz-{i:02d}.bin" for i in range(5)]
+    for p in doomed:
+        write_file(p, MiB)
+    cold([big])
+    proc = subprocess.Popen(
+        [sys.executable, str(PROGRAM), "warm", "--dir", str(root), "--concurrency", "1"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    # Once the big file is open (by the worker child), the list is made and the small files
+    # wait behind its chunks.
+    deadline = time.monotonic() + 10
+    while str(big) not in _open_files(proc.pid):
+        assert time.monotonic() < deadline, "prewarm never opened the big file"
+    for p in doomed:
+        p.unlink()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    m = SUMMARY.search(out)
+    assert m, out
+    assert (m["files"], m["skipped"], m["errors"]) == ("6", "5", "0")
+
+
+def _open_files(pid: int) -> set[str]:
+    """Paths open in pid and its children."""
+    out: set[str] = set()
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            out.add(os.path.realpath(f"/proc/{pid}/fd/{fd}"))
+    except (FileNotFoundError, ProcessLookupError):
+        return out
+    for child in children:
+        out |= _open_files(int(child))
+    return out
+
+
+def test_fifo_never_blocks(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    root.mkdir()
+    os.mkfifo(root / "pipe.safetensors")
+    write_file(root / "real.bin", MiB)
+    manifest = {"files": [{"path": "pipe.safetensors"}, {"path": "real.bin"}]}
+    (root / ".modelcache").mkdir()
+    (root / ".modelcache" / "manifest.json").write_text(json.dumps(manifest))
+    m, elapsed = run_python("--dir", str(root), "--timeout", "30", timeout=60)
+    assert (m["files"], m["skipped"], m["timeout"]) == ("1", "1", "false")
+    assert elapsed < 10
+    line, elapsed = run_sh(tmp_path, "--dir", str(root), "--timeout", "30", timeout=60)
+    assert "files=1 " in line and "timeout=false" in line
+    assert elapsed < 10
+
+
+@pytest.fixture
+def hung_mount(tmp_path: Path, model: Path):
+    """An s3fs mount where one object never answers (s3fs then stalls other reads too)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    os.link(model / "model-00000-of-00003.safetensors", store / "a-ok.safetensors")
+    write_file(store / "b-hangs.safetensors", 4 * MiB)
+    with (slow_http(store, latency=0.01, hang={"b-hangs.safetensors"}) as url,
+          s3fs_mount(url, tmp_path / "mnt") as mnt):
+        yield mnt
+
+
+def test_python_hung_fuse_read_is_bounded_by_the_timeout(hung_mount: Path) -> None:
+    m, elapsed = run_python("--dir", str(hung_mount), "--timeout", "3", timeout=60)
+    assert m["timeout"] == "true"
+    assert elapsed < 3 + 1.0
+
+
+def test_sh_hung_fuse_read_is_bounded_by_the_timeout(hung_mount: Path, tmp_path: Path) -> None:
+    line, elapsed = run_sh(tmp_path, "--dir", str(hung_mount), "--timeout", "3", timeout=60)
+    assert "timeout=true" in line
+    assert elapsed < 3 + 2.5  # one-second polling
+
+
+def test_wait_returns_when_the_manifest_appears(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    (root / ".modelcache").mkdir(parents=True)
+
+    def publish() -> None:
+        time.sleep(1.0)
+        tmp = root / ".modelcache" / "manifest.json.tmp"
+        tmp.write_text(json.dumps({"files": []}))
+        tmp.rename(root / ".modelcache" / "manifest.json")
+
+    writer = threading.Thread(target=publish)
+    writer.start()
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(PROGRAM), "wait", "--dir", str(root), "--timeout", "30", "--interval", "0.1"],
+        capture_output=True, text=True, timeout=60,
+    )
+    writer.join()
+    assert proc.returncode == 0, proc.stdout
+    assert 1.0 <= time.monotonic() - t0 < 10
+
+
+def test_wait_times_out_with_exit_1(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(PROGRAM), "wait", "--dir", str(tmp_path), "--timeout", "1.5", "--interval", "0.2"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert 1.5 <= time.monotonic() - t0 < 5
+    assert "no manifest" in proc.stdout

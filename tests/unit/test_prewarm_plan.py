@@ -1,0 +1,192 @@
+"""Planner logic of prewarm.py: chunking, manifest parsing, path safety, residency runs, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from modelcache_operator.prewarm import prewarm as pw
+from modelcache_operator.prewarm.prewarm import PAGE, Chunk, FileEntry
+
+SUMMARY = re.compile(
+    r"^modelcache-prewarm: files=(\d+) bytes=\S+ warmed=\S+ in \d+\.\ds \(\S+/s\) "
+    r"resident=(\d+\.\d%|unknown) skipped=(\d+) errors=(\d+) timeout=(true|false)$"
+)
+
+
+@given(
+    sizes=st.lists(st.integers(0, 10 * PAGE * 64), max_size=6),
+    chunk=st.integers(1, 3 * PAGE * 16),
+)
+def test_chunks_tile_each_file_exactly_with_page_aligned_offsets(sizes: list[int], chunk: int) -> None:
+    files = [FileEntry(f"/m/{i}", s) for i, s in enumerate(sizes)]
+    chunks = pw.plan_chunks(files, chunk)
+    step = max(PAGE, chunk - chunk % PAGE)
+    for i, size in enumerate(sizes):
+        mine = [c for c in chunks if c.file == i]
+        assert sum(c.length for c in mine) == size
+        assert [c.offset for c in mine] == list(range(0, size, step))
+        assert all(c.offset % PAGE == 0 and 0 < c.length <= step for c in mine)
+    # File order is kept, so a timeout leaves the first files complete.
+    assert [c.file for c in chunks] == sorted(c.file for c in chunks)
+
+
+def test_big_file_is_split_for_parallel_readers() -> None:
+    gib = 1 << 30
+    chunks = pw.plan_chunks([FileEntry("/m/a.gguf", 100 * gib + 5)], 64 << 20)
+    assert len(chunks) == 1601
+    assert chunks[-1] == Chunk(0, 100 * gib, 5)
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["/etc/passwd", "../x", "a/../../x", "a/..", "", "a\0b", "..\\x"],
+)
+def test_safe_join_rejects_escapes(tmp_path: Path, rel: str) -> None:
+    assert pw.safe_join(str(tmp_path), rel) is None
+
+
+def test_safe_join_follows_symlinks_only_inside_root(tmp_path: Path) -> None:
+    root = tmp_path / "model"
+    (root / "blobs").mkdir(parents=True)
+    (root / "blobs" / "abc").write_bytes(b"x")
+    (root / "inside").symlink_to(root / "blobs" / "abc")
+    (tmp_path / "secret").write_bytes(b"s")
+    (root / "outside").symlink_to(tmp_path / "secret")
+    assert pw.safe_join(str(root), "./blobs//abc") == str(root / "blobs" / "abc")
+    assert pw.safe_join(str(root), "inside") == str(root / "inside")
+    assert pw.safe_join(str(root), "outside") is None
+
+
+def test_manifest_paths_counts_rejected_entries(tmp_path: Path) -> None:
+    doc = {"files": [
+        {"path": "a.safetensors", "size": 1, "sha256": "0"},
+        {"path": "sub/b.bin", "size": 1, "sha256": "0"},
+        {"path": "../../etc/shadow"},
+        {"size": 3},
+        "not-an-object",
+    ], "revision": "main"}
+    paths, rejected = pw.manifest_paths(str(tmp_path), json.dumps(doc))
+    assert paths == [str(tmp_path / "a.safetensors"), str(tmp_path / "sub" / "b.bin")]
+    assert rejected == 3
+
+
+@pytest.mark.parametrize("text", ["[]", '{"files": {}}', "{}", "{not json"])
+def test_manifest_paths_rejects_non_manifests(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ValueError):
+        pw.manifest_paths(str(tmp_path), text)
+
+
+def _tree(root: Path) -> None:
+    (root / "sub").mkdir(parents=True)
+    (root / ".modelcache").mkdir()
+    (root / "a.bin").write_bytes(b"a" * 10)
+    (root / "sub" / "b.bin").write_bytes(b"b" * 20)
+    (root / "link.bin").symlink_to(root / "a.bin")  # same inode as a.bin: read once
+    (root / ".modelcache" / "state").write_bytes(b"meta")
+    os.mkfifo(root / "pipe")
+
+
+def test_collect_walks_without_manifest(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    _tree(root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big").write_bytes(b"o" * 30)
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    (root / "escape.bin").symlink_to(outside / "big")
+    notes: list[str] = []
+    files, skipped = pw.collect_files([str(root)], notes)
+    assert files == [FileEntry(str(root / "a.bin"), 10), FileEntry(str(root / "sub" / "b.bin"), 20)]
+    assert skipped == 2  # the FIFO and the symlink leaving root
+    assert notes == []
+
+
+def test_collect_uses_manifest_and_counts_missing(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    _tree(root)
+    manifest = {"files": [{"path": p} for p in ("sub/b.bin", "gone.bin", "pipe", "../x", "link.bin")]}
+    (root / ".modelcache" / "manifest.json").write_text(json.dumps(manifest))
+    files, skipped = pw.collect_files([str(root)], [])
+    assert files == [FileEntry(str(root / "sub" / "b.bin"), 20), FileEntry(str(root / "link.bin"), 10)]
+    assert skipped == 3
+
+
+def test_collect_falls_back_to_walk_on_corrupt_manifest(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    _tree(root)
+    (root / ".modelcache" / "manifest.json").write_text('{"files": [')
+    notes: list[str] = []
+    files, _ = pw.collect_files([str(root)], notes)
+    assert [f.path for f in files] == [str(root / "a.bin"), str(root / "sub" / "b.bin")]
+    assert len(notes) == 1 and "walking" in notes[0]
+
+
+def test_collect_dedups_across_roots(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    _tree(root)
+    files, _ = pw.collect_files([str(root), str(root / "sub")], [])
+    assert len(files) == 2
+
+
+def test_cold_runs_skip_resident_pages_and_merge_small_gaps() -> None:
+    gap = pw.MERGE_GAP // PAGE
+    vec = bytes([1, 1, 0, 0, 1, 0] + [1] * (gap + 1) + [0, 0])
+    base = 64 * PAGE
+    length = len(vec) * PAGE - 100  # the last page is partial
+    runs = pw.cold_runs(vec, base, length)
+    assert runs == [
+        (base + 2 * PAGE, 4 * PAGE),  # pages 2..5; the one-page resident hole is re-read
+        (base + (7 + gap) * PAGE, 2 * PAGE - 100),
+    ]
+    assert pw.cold_runs(bytes([1] * 8), 0, 8 * PAGE) == []
+    assert pw.cold_runs(bytes([0] * 8), 0, 8 * PAGE) == [(0, 8 * PAGE)]
+
+
+def test_summary_line_format() -> None:
+    stats = pw.Stats(17, int(15.2 * (1 << 30)))
+    stats.warmed = int(15.2 * (1 << 30))
+    line = pw.summary(stats, 4.1, 1.0, timed_out=False)
+    assert line == (
+        "modelcache-prewarm: files=17 bytes=15.2GiB warmed=15.2GiB in 4.1s (3.7GiB/s) "
+        "resident=100.0% skipped=0 errors=0 timeout=false"
+    )
+    assert SUMMARY.match(line)
+    assert SUMMARY.match(pw.summary(pw.Stats(0, 0), 0.0, None, timed_out=True))
+    assert [pw.human(n) for n in (0, 1023, 1536, 5 << 20)] == ["0B", "1023B", "1.5KiB", "5.0MiB"]
+
+
+def test_cli_env_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_DIR", "/models/x")
+    monkeypatch.setenv("PREWARM_CONCURRENCY", "7")
+    monkeypatch.setenv("PREWARM_TIMEOUT_SECONDS", "42")
+    args = pw.parse_args(["warm"])
+    assert (args.dirs, args.concurrency, args.timeout) == (["/models/x"], 7, 42.0)
+    args = pw.parse_args(["warm", "--dir", "/a", "--dir", "/b", "--concurrency", "3"])
+    assert (args.dirs, args.concurrency) == (["/a", "/b"], 3)
+    assert pw.parse_args(["wait"]).dir == "/models/x"
+
+
+def test_warm_never_fails_on_bad_arguments(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODEL_DIR", raising=False)
+    assert pw.main(["warm", "--concurrency", "lots"]) == 0
+    assert pw.main(["warm"]) == 0
+    out = capsys.readouterr().out
+    assert "bad arguments" in out and "nothing warmed" in out
+
+
+def test_warm_in_process_on_missing_dir_reports_and_returns_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "log"
+    assert pw.warm_in_process([str(tmp_path / "absent")], 4, 5.0, 1 << 20, str(log)) == 0
+    line = capsys.readouterr().out.strip()
+    m = SUMMARY.match(line)
+    assert m and m.group(1) == "0" and m.group(5) == "false"
+    assert log.read_text().strip() == line
