@@ -4,6 +4,7 @@ and nothing is created for it."""
 from __future__ import annotations
 
 import copy
+import uuid
 from typing import Any
 
 import pytest
@@ -125,8 +126,9 @@ def test_invalid_spec_is_refused_naming_the_field(case: str, spec: dict[str, Any
 
 
 def test_storage_is_immutable(k8s: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    spec = with_changes("storage.nfs.path", f"/exports/immutable-{uuid.uuid4().hex}")  # never clashes with others
     k8s.create_cache(namespace, {"apiVersion": "modelcache.dev/v1alpha1", "kind": "ModelCache",
-                                 "metadata": {"name": "fixed"}, "spec": copy.deepcopy(VALID)})
+                                 "metadata": {"name": "fixed"}, "spec": spec})
     with pytest.raises(ApiException) as refused:
         k8s.patch_cache(namespace, "fixed", {"spec": {"storage": {"nfs": {"path": "/elsewhere"}}}})
     assert refused.value.status == 422

@@ -15,6 +15,8 @@ READY = "Ready"
 @dataclass(frozen=True)
 class JobObservation:
     name: str
+    started: str | None = None  # RFC 3339, from the Job's status
+    finished: str | None = None
     active: bool = False
     succeeded: bool = False
     failed: bool = False

@@ -10,14 +10,14 @@ import kopf
 from ..api import v1alpha1 as api
 from ..builders import naming
 from ..builders.status import JobObservation
+from ..webhook.patch import ANN_CACHES as CACHES_ANNOTATION
+from ..webhook.patch import LABEL_INJECT as INJECT_LABEL
 from .config import OperatorConfig
 from .kube import Kube, load_api_client
 from .reconciler import ClusterView, Reconciler, with_termination_message
 
 CONFIG = OperatorConfig.from_env()
 MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
-INJECT_LABEL = "modelcache.dev/inject"
-CACHES_ANNOTATION = "modelcache.dev/caches"
 _reconciler: Reconciler | None = None
 # kopf types namespace as optional; every resource indexed here is namespaced.
 IndexKey = tuple[str | None, str]
@@ -53,6 +53,8 @@ def _job_observation(name: str, status: dict[str, Any]) -> JobObservation:
     failed = conditions.get("Failed")
     return JobObservation(
         name=name,
+        started=status.get("startTime"),
+        finished=(failed or {}).get("lastTransitionTime") or status.get("completionTime"),
         active=bool(status.get("active")),
         succeeded="Complete" in conditions,
         failed=failed is not None,

@@ -56,6 +56,10 @@ def with_termination_message(job: JobObservation, messages: Any) -> JobObservati
                    failure_message=str(parsed.get("message") or job.failure_message or ""))
 
 
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -83,6 +87,7 @@ class Reconciler:
         # The last status written per cache: a reconcile running on a body from before that write must not
         # write (and announce) the same transition again.
         self._written: dict[CacheKey, dict[str, Any]] = {}
+        self._timed: set[str] = set()
         self._locks: dict[CacheKey, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -191,6 +196,8 @@ class Reconciler:
                 self._apply(key, jobs.download_job(body, spec, job_name, self.config.image), present=False)
                 job = JobObservation(name=job_name, active=True)
 
+        if job is not None:
+            self._observe_job_duration(job)
         report_raw = previous.get("download")
         report = api.DownloadReport.model_validate(report_raw) \
             if report_raw and report_raw.get("jobName") == job_name else None
@@ -199,6 +206,14 @@ class Reconciler:
             pvc_name=pvc_name, pvc_phase=pvc_phase, job_name=job_name, job=job, report=report,
             secret_problem=secret_problem, previous=previous)
         return self._write_status(body, obs)
+
+    def _observe_job_duration(self, job: JobObservation) -> None:
+        """Records each finished download Job once per process (a restart may record a Job again)."""
+        if not (job.succeeded or job.failed) or not job.started or not job.finished or job.name in self._timed:
+            return
+        self._timed.add(job.name)
+        seconds = (_parse_time(job.finished) - _parse_time(job.started)).total_seconds()
+        metrics.DOWNLOAD_SECONDS.labels(result="succeeded" if job.succeeded else "failed").observe(max(seconds, 0))
 
     def _write_status(self, body: dict[str, Any], obs: Observation) -> str:
         meta = body["metadata"]
