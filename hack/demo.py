@@ -4,6 +4,7 @@ control plane. See tests/support/demo_flow.py for what is real and what kwok pla
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -11,9 +12,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the demo reuses the test hub and fixtures from tests/
 
+from tests.support.demo_flow import run_demo  # noqa: E402
+
 from modelcache_devcluster.binaries import ensure_binaries  # noqa: E402
 from modelcache_devcluster.cluster import LocalCluster  # noqa: E402
-from tests.support.demo_flow import run_demo  # noqa: E402
 
 STARTED = time.monotonic()
 
@@ -32,8 +34,6 @@ def main() -> int:
     workdir: Path = args.workdir
     if (workdir / "cluster" / "cluster.json").exists():
         LocalCluster(binaries, workdir / "cluster").down()
-    import shutil
-
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     say("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake GPU nodes)")

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from ..api import v1alpha1 as api
 from ..operator import metrics
-from ..operator.handlers import CACHES_ANNOTATION, CONFIG, INJECT_LABEL
-from .patch import AdmissionDecision, CacheView, InjectionSettings, mutate_pod
+from ..operator.handlers import CONFIG
+from .patch import ANN_CACHES, LABEL_INJECT, AdmissionDecision, CacheView, InjectionSettings, mutate_pod
 from .validate import validate_modelcache
 
 POD_WEBHOOK_ID = "inject-pods"
@@ -56,14 +56,17 @@ def _apply_decision(decision: AdmissionDecision, patch: kopf.Patch, warnings: li
         patch.fns.append(lambda body: jsonpatch.apply_patch(body, ops, in_place=True))
 
 
-@kopf.on.mutate("", "v1", "pods", id=POD_WEBHOOK_ID, operations=["CREATE"], labels={INJECT_LABEL: "true"})
-def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
+# Both admission handlers are async on purpose: kopf runs sync handlers in its thread pool, where every
+# worker may be inside a reconcile whose own write (the finalizer patch) waits for this very webhook, a
+# deadlock until the apiserver's 30 s webhook timeout. They are pure and fast, so the event loop runs them.
+@kopf.on.mutate("", "v1", "pods", id=POD_WEBHOOK_ID, operations=["CREATE"], labels={LABEL_INJECT: "true"})
+async def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs: Any) -> None:
     cache_index: kopf.Index[Any, Any] = kwargs["cache_index"]
     started = time.perf_counter()
     pod = dict(body)
     # The apiserver fills metadata.namespace from the request before admission, even for generateName pods.
     namespace = pod["metadata"]["namespace"]
-    names = [n.strip() for n in (pod["metadata"].get("annotations") or {}).get(CACHES_ANNOTATION, "").split(",")]
+    names = [n.strip() for n in (pod["metadata"].get("annotations") or {}).get(ANN_CACHES, "").split(",")]
     caches = {name: _cache_view(name, namespace, cache_index) for name in names if name}
     decision = mutate_pod(pod, caches, SETTINGS, namespace=namespace)
     metrics.WEBHOOK_SECONDS.labels(result="allowed" if decision.allowed else "denied").observe(
@@ -72,7 +75,7 @@ def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **kwargs
 
 
 @kopf.on.validate(api.GROUP, api.VERSION, api.PLURAL, id=MODELCACHE_WEBHOOK_ID, operations=["CREATE", "UPDATE"])
-def validate_cache(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
+async def validate_cache(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
     cache_index: kopf.Index[Any, Any] = kwargs["cache_index"]
     meta = body.get("metadata", {})
     namespace, name = meta.get("namespace") or "default", meta.get("name")
