@@ -28,8 +28,11 @@ def make_webhook_cert(directory: Path) -> tuple[Path, Path]:
 
 class OperatorProcess:
     def __init__(self, kubeconfig: str, workdir: Path, resync_seconds: float = 2.0,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, manage_webhooks: bool = True):
+        """kubeconfig may be a ServiceAccount's (tests.support.serviceaccount); manage_webhooks=False runs it
+        as the chart does, serving the webhooks without registering configurations for them."""
         self.kubeconfig = kubeconfig
+        self.manage_webhooks = manage_webhooks
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.cert, self.key = make_webhook_cert(workdir)
@@ -52,7 +55,7 @@ class OperatorProcess:
             "MODELCACHE_WEBHOOK_HOST": "127.0.0.1",
             "MODELCACHE_WEBHOOK_CERT": str(self.cert),
             "MODELCACHE_WEBHOOK_KEY": str(self.key),
-            "MODELCACHE_WEBHOOK_MANAGED": WEBHOOK_CONFIG_NAME,
+            "MODELCACHE_WEBHOOK_MANAGED": WEBHOOK_CONFIG_NAME if self.manage_webhooks else "",
             "MODELCACHE_IMAGE": TEST_IMAGE,
             **self.extra_env,
         }
@@ -91,6 +94,9 @@ class OperatorProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def webhook_url(self, path: str) -> str:
+        return f"https://127.0.0.1:{self.webhook_port}{path}"
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
