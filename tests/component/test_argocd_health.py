@@ -137,7 +137,10 @@ def test_applications_order_operator_before_examples() -> None:
     assert operator["spec"]["source"]["path"] == "charts/modelcache-operator"
     assert operator["spec"]["source"]["helm"]["valuesObject"]["webhook"]["certManager"]["enabled"] is True
     examples_dir = ARGOCD.parent
-    included = examples["spec"]["source"]["directory"]["include"]
-    for doc in yaml.safe_load_all((examples_dir / included).read_text()):
-        if doc and doc["kind"] == "ModelCache":
-            assert doc["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "-1"
+    included = examples["spec"]["source"]["directory"]["include"].strip("{}").split(",")
+    assert len(included) >= 2
+    for filename in included:
+        waves = {doc["kind"]: int(doc["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", 0))
+                 for doc in yaml.safe_load_all((examples_dir / filename).read_text()) if doc}
+        # Secrets before the caches that read them, caches before the servers that mount them.
+        assert waves.get("Secret", -2) < waves["ModelCache"] == -1 < waves["StatefulSet"]

@@ -78,7 +78,7 @@ def test_example_reconciles_to_ready(backend: str, k8s: Cluster, namespace: str,
     pvc_name = naming.pvc_name(name)
     if backend == "storageClass":
         wait_for(lambda: k8s.core.list_namespaced_persistent_volume_claim(
-            namespace, field_selector=f"metadata.name={pvc_name}").items, 30, describe="the dynamic PVC")
+            namespace, field_selector=f"metadata.name={pvc_name}").items, 60, describe="the dynamic PVC")
         bind_dynamic_claim(k8s, namespace, pvc_name, "rwx-filestore")
 
     pvc = wait_for(lambda: _bound_pvc(k8s, namespace, pvc_name), 60, describe=f"PVC {pvc_name} Bound",
@@ -95,7 +95,7 @@ def test_example_reconciles_to_ready(backend: str, k8s: Cluster, namespace: str,
         assert not pv.spec.storage_class_name  # "" (static binding) is omitted by the API
         _assert_pv_source(backend, pv, cache["spec"]["storage"])
 
-    job = wait_for(lambda: next(iter(k8s.jobs(namespace, name)), None), 30, describe="the download Job",
+    job = wait_for(lambda: next(iter(k8s.jobs(namespace, name)), None), 60, describe="the download Job",
                    diagnostics=operator.log_tail)
     container = job.spec.template.spec.containers[0]
     env = {e.name: e for e in container.env}
@@ -176,8 +176,8 @@ def test_missing_secret_blocks_job_until_it_appears(k8s: Cluster, namespace: str
     ready = k8s.condition(pending, "Ready")
     assert ready["reason"] == "SecretNotFound" and "hf-token" in ready["message"]
     assert k8s.jobs(namespace, "needs-token") == []
-    reasons = {e.reason for e in k8s.events(namespace) if e.involved_object.name == "needs-token"}
-    assert "SecretNotFound" in reasons
+    wait_for(lambda: "SecretNotFound" in _event_reasons(k8s, namespace, "needs-token"), 20,
+             describe="a SecretNotFound event")
 
     hf_token_secret(k8s, namespace)
     job = wait_for(lambda: next(iter(k8s.jobs(namespace, "needs-token")), None), 30,
@@ -198,7 +198,7 @@ def test_secret_without_the_key_is_reported(k8s: Cluster, namespace: str, operat
 
 def _ready_cache(k8s: Cluster, cluster: LocalCluster, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
     k8s.create_cache(namespace, simple_cache(name, **spec))
-    job = wait_for(lambda: next(iter(k8s.jobs(namespace, name)), None), 30, describe=f"Job of {name}")
+    job = wait_for(lambda: next(iter(k8s.jobs(namespace, name)), None), 60, describe=f"Job of {name}")
     publish(downloader_reporter(k8s, cluster, namespace, name), job.metadata.name)
     return k8s.wait_phase(namespace, name, "Ready")
 
@@ -217,9 +217,9 @@ def test_delete_with_retain_removes_objects_but_runs_no_cleanup(k8s: Cluster, na
     _ready_cache(k8s, local_cluster, namespace, "keep-me")
     pv_name = naming.pv_name(namespace, "keep-me")
     k8s.delete_cache(namespace, "keep-me")
-    wait_for(lambda: k8s.get_cache(namespace, "keep-me") is None, 30, describe="cache deleted",
+    wait_for(lambda: k8s.get_cache(namespace, "keep-me") is None, 60, describe="cache deleted",
              diagnostics=operator.log_tail)
-    assert wait_for(lambda: _gone(lambda: k8s.core.read_persistent_volume(pv_name)), 30, describe="PV deleted")
+    assert wait_for(lambda: _gone(lambda: k8s.core.read_persistent_volume(pv_name)), 60, describe="PV deleted")
     assert not any(j.metadata.labels.get("modelcache.dev/role") == "cleanup" for j in k8s.jobs(namespace, "keep-me"))
 
 
@@ -238,8 +238,13 @@ def test_delete_with_delete_policy_runs_cleanup_job_first(k8s: Cluster, namespac
              diagnostics=operator.log_tail)
     assert _job(k8s, namespace, naming.cleanup_job_name("wipe-me")) is None or \
         _job(k8s, namespace, naming.cleanup_job_name("wipe-me")).status.succeeded == 1
-    reasons = [e.reason for e in k8s.events(namespace) if e.involved_object.name == "wipe-me"]
-    assert reasons.index("CleanupStarted") < reasons.index("Deleted")
+    # Events are posted asynchronously: wait for both rather than read them once.
+    wait_for(lambda: {"CleanupStarted", "Deleted"} <= _event_reasons(k8s, namespace, "wipe-me"), 20,
+             describe="CleanupStarted and Deleted events")
+
+
+def _event_reasons(k8s: Cluster, namespace: str, name: str) -> set[str]:
+    return {e.reason for e in k8s.events(namespace) if e.involved_object.name == name}
 
 
 def _job(k8s: Cluster, namespace: str, name: str) -> Any:
@@ -301,18 +306,18 @@ def test_failed_download_reports_reason_and_spec_fix_recovers(k8s: Cluster, name
                        "tolerations": [{"key": FAILING_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}]}
     k8s.create_cache(namespace, simple_cache("typo", source={"huggingface": {"repo": "Qwen/Does-Not-Exist"}},
                                              download=on_failing_node))
-    job = wait_for(lambda: next(iter(k8s.jobs(namespace, "typo")), None), 30, describe="Job")
+    job = wait_for(lambda: next(iter(k8s.jobs(namespace, "typo")), None), 60, describe="Job")
     failed = k8s.wait_phase(namespace, "typo", "Failed", diagnostics=operator.log_tail)
     condition = k8s.condition(failed, "Ready")
     assert condition["reason"] == "NotFound" and "kwok failing node" in condition["message"]
     assert len(k8s.jobs(namespace, "typo")) == 1, "a permanent failure must not spawn retries"
     assert k8s.batch.read_namespaced_job(job.metadata.name, namespace).status.failed == 1
-    assert "NotFound" in {e.reason for e in k8s.events(namespace) if e.involved_object.name == "typo"}
+    wait_for(lambda: "NotFound" in _event_reasons(k8s, namespace, "typo"), 20, describe="a NotFound event")
 
     k8s.patch_cache(namespace, "typo", {"spec": {"source": {"huggingface": {"repo": "Qwen/Qwen3-0.6B"}},
                                                  "download": {"nodeSelector": None, "tolerations": None}}})
     fixed = wait_for(lambda: next((j for j in k8s.jobs(namespace, "typo") if j.metadata.name != job.metadata.name),
-                                  None), 30, describe="a Job for the fixed spec")
+                                  None), 60, describe="a Job for the fixed spec")
     publish(downloader_reporter(k8s, local_cluster, namespace, "typo"), fixed.metadata.name)
     k8s.wait_phase(namespace, "typo", "Ready")
 
@@ -324,9 +329,9 @@ def test_operator_restarts_keep_children_and_never_duplicate_jobs(k8s: Cluster, 
     cache = simple_cache("survivor")
     cache["spec"]["source"]["huggingface"]["tokenSecretRef"] = {"name": "hf-token", "key": "HF_TOKEN"}
     k8s.create_cache(namespace, cache)
-    job = wait_for(lambda: next(iter(k8s.jobs(namespace, "survivor")), None), 30, describe="Job")
+    job = wait_for(lambda: next(iter(k8s.jobs(namespace, "survivor")), None), 60, describe="Job")
     pvc = _bound_pvc(k8s, namespace, naming.pvc_name("survivor")) or \
-        wait_for(lambda: _bound_pvc(k8s, namespace, naming.pvc_name("survivor")), 30, describe="PVC")
+        wait_for(lambda: _bound_pvc(k8s, namespace, naming.pvc_name("survivor")), 60, describe="PVC")
     uids = {"job": job.metadata.uid, "pvc": pvc.metadata.uid,
             "pv": k8s.core.read_persistent_volume(pvc.spec.volume_name).metadata.uid}
     reporter = downloader_reporter(k8s, local_cluster, namespace, "survivor")
@@ -375,7 +380,7 @@ def test_token_never_appears_in_logs_events_status_or_job(k8s: Cluster, namespac
 def _ready_cache_from(k8s: Cluster, cluster: LocalCluster, namespace: str, cache: dict[str, Any]) -> dict[str, Any]:
     name = cache["metadata"]["name"]
     k8s.create_cache(namespace, copy.deepcopy(cache))
-    job = wait_for(lambda: next(iter(k8s.jobs(namespace, name)), None), 30, describe=f"Job of {name}")
+    job = wait_for(lambda: next(iter(k8s.jobs(namespace, name)), None), 60, describe=f"Job of {name}")
     publish(downloader_reporter(k8s, cluster, namespace, name), job.metadata.name)
     return k8s.wait_phase(namespace, name, "Ready")
 

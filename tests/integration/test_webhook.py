@@ -34,7 +34,7 @@ def cache_manifest(name: str, policy: str = "wait") -> dict[str, Any]:
 
 def ready_cache(k8s: Cluster, cluster: LocalCluster, namespace: str, name: str) -> dict[str, Any]:
     k8s.create_cache(namespace, cache_manifest(name))
-    job = wait_for(lambda: next(iter(k8s.jobs(namespace, name)), None), 30, describe=f"Job of {name}")
+    job = wait_for(lambda: next(iter(k8s.jobs(namespace, name)), None), 60, describe=f"Job of {name}")
     publish(downloader_reporter(k8s, cluster, namespace, name), job.metadata.name, size=2 * 1024**3)
     return k8s.wait_phase(namespace, name, "Ready")
 
@@ -99,7 +99,7 @@ def test_unlabelled_pod_is_never_sent_to_the_webhook(k8s: Cluster, namespace: st
 def test_wait_policy_pins_the_resolved_revision_and_gates_on_the_manifest(
         k8s: Cluster, namespace: str, operator: OperatorProcess, local_cluster: LocalCluster) -> None:
     k8s.create_cache(namespace, cache_manifest("slow", "wait"))
-    job = wait_for(lambda: next(iter(k8s.jobs(namespace, "slow")), None), 30, describe="Job")
+    job = wait_for(lambda: next(iter(k8s.jobs(namespace, "slow")), None), 60, describe="Job")
     # Nothing resolved yet: the pod is refused and its controller will retry.
     k8s.wait_phase(namespace, "slow", "Verifying")
     with pytest.raises(ApiException) as refused:

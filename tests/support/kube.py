@@ -58,7 +58,7 @@ class Cluster:
     def delete_cache(self, namespace: str, name: str) -> None:
         self.custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, name)
 
-    def wait_phase(self, namespace: str, name: str, phase: str, timeout: float = 30.0,
+    def wait_phase(self, namespace: str, name: str, phase: str, timeout: float = 60.0,
                    diagnostics: Callable[[], str] | None = None) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
             cache = self.get_cache(namespace, name)
