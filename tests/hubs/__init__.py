@@ -90,6 +90,7 @@ class Faults:
     reset_times: int = 1  # ... this many times in total
     wrong_sha256: set[str] = field(default_factory=set)  # paths whose listed sha256 is wrong
     bytes_per_second: int | None = None  # throttle each file body
+    ignore_range: bool = False  # answer Range requests with the whole file (200), like some CDNs
     unsafe_names: list[str] = field(default_factory=list)  # extra listed names (served as 404)
 
 
@@ -108,8 +109,11 @@ class FakeHub:
 
     default_branch: ClassVar[str] = "main"
 
-    def __init__(self, token: str | None = None, prefix: str = "", lfs_threshold: int = 1 << 20) -> None:
+    def __init__(self, token: str | None = None, prefix: str = "", lfs_threshold: int = 1 << 20,
+                 host: str = "127.0.0.1") -> None:
+        """host: the local address to listen on (the real node's pods reach the hub on the pod bridge's)."""
         self.token = token
+        self.host = host
         self.prefix = prefix.rstrip("/")
         self.lfs_threshold = lfs_threshold
         self.repos: dict[str, Repo] = {}
@@ -136,7 +140,7 @@ class FakeHub:
     def url(self) -> str:
         if self._server is None:
             raise HubStartError("hub not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}{self.prefix}"
+        return f"http://{self.host}:{self._server.server_address[1]}{self.prefix}"
 
     def start(self) -> FakeHub:
         hub = self
@@ -154,9 +158,9 @@ class FakeHub:
                 hub._dispatch(self, "HEAD")
 
         try:
-            self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            self._server = ThreadingHTTPServer((self.host, 0), Handler)
         except OSError as e:
-            raise HubStartError(f"cannot bind 127.0.0.1: {e}") from e
+            raise HubStartError(f"cannot bind {self.host}: {e}") from e
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=type(self).__name__, daemon=True)
@@ -232,7 +236,7 @@ class FakeHub:
     def send_file(self, h: BaseHTTPRequestHandler, f: HubFile, method: str, headers: dict[str, str]) -> None:
         start, end = 0, f.size - 1
         status = 200
-        rng = h.headers.get("Range")
+        rng = None if self.faults.ignore_range else h.headers.get("Range")
         if rng and (m := re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())):
             start = int(m.group(1))
             end = min(int(m.group(2)), f.size - 1) if m.group(2) else f.size - 1

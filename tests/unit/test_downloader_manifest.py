@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 
 import pytest
 
-from modelcache_operator.downloader.hashing import HashingWriter
+from modelcache_operator.downloader.httpfetch import download, make_opener
 from modelcache_operator.downloader.manifest import (
     Manifest,
     ManifestFile,
@@ -19,6 +18,7 @@ from modelcache_operator.downloader.manifest import (
     verify_manifest,
     write_manifest,
 )
+from tests.hubs.huggingface import HuggingFaceHub
 
 
 def test_detect_format() -> None:
@@ -64,19 +64,23 @@ def test_write_load_verify(tmp_path: Path) -> None:
         verify_manifest(tmp_path)
 
 
-def test_hashing_writer_restarts_hash_when_the_server_ignores_range() -> None:
-    buf = io.BytesIO(b"HEAD")
-    buf.seek(4)
+@pytest.mark.parametrize("ignore_range", [False, True])
+def test_download_resumes_and_hashes_the_whole_file(tmp_path: Path, ignore_range: bool) -> None:
+    body = bytes(range(256)) * (24 << 10)  # 6 MiB: more than one read buffer
+    hub = HuggingFaceHub()
+    sha = hub.add_repo("org/m", {"w.bin": body})
+    hub.faults.ignore_range = ignore_range
+    dest = tmp_path / "w.bin"
+    prefix = body[:12] if not ignore_range else b"STALE-PREFIX"  # a server ignoring Range replaces it all
+    dest.write_bytes(prefix)
     counted: list[int] = []
-    digest = hashlib.sha256(b"HEAD")
-    w = HashingWriter(buf, digest, counted.append)
-    w.write(b"-tail")
-    assert w.digest.hexdigest() == hashlib.sha256(b"HEAD-tail").hexdigest()
-    # http_get's fallback: rewind to where the resumed download began, truncate, write the whole body.
-    w.seek(w.tell() - 9)
-    w.truncate()
-    w.write(b"WHOLE")
-    assert buf.getvalue() == b"WHOLE"
-    assert w.digest.hexdigest() == hashlib.sha256(b"WHOLE").hexdigest()
-    # The 4 resumed bytes were counted before; progress must end at the file's real size.
-    assert 4 + sum(counted) == len(buf.getvalue())
+    with hub, dest.open("r+b") as fh:
+        fh.seek(len(prefix))
+        digest = download(make_opener(), f"{hub.url}/org/m/resolve/{sha}/w.bin", fh, start=len(prefix),
+                          size=len(body), digest=hashlib.sha256(prefix), headers={}, token_header=None,
+                          on_bytes=counted.append, timeout=10, what="w.bin")
+    assert dest.read_bytes() == body
+    assert digest.hexdigest() == hashlib.sha256(body).hexdigest()
+    # The prefix was counted before; progress must end at the file's real size.
+    assert len(prefix) + sum(counted) == len(body)
+    assert hub.bytes_served["w.bin"] == len(body) - (0 if ignore_range else len(prefix))

@@ -79,3 +79,14 @@ class NetworkError(DownloadError):
 
     reason = "Network"
     exit_code = ExitCode.NETWORK
+
+
+def status_error(status: int | None, what: str) -> DownloadError:
+    """The error for an HTTP error status, by what retrying can fix."""
+    if status in (401, 403):
+        return Unauthorized(f"{what}: HTTP {status}, the token is missing, wrong or lacks access")
+    if status == 404:
+        return NotFound(f"{what}: HTTP 404")
+    if status is not None and (status >= 500 or status in (408, 429)):
+        return NetworkError(f"{what}: HTTP {status}")
+    return DownloadError(f"{what}: HTTP {status}")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 CHUNK = 8 * 1024 * 1024
 
@@ -24,44 +22,3 @@ def sha256_file(path: Path, limit: int | None = None) -> hashlib._Hash:
                 remaining -= len(block)
     return digest
 
-
-class HashingWriter:
-    """A write-only file wrapper that hashes what passes through it, so a download needs no second read.
-
-    Supports exactly what huggingface_hub's `http_get` does with its file: write, tell, and seek+truncate
-    back to where the download started when a server ignores a Range request (the hash restarts there too).
-    """
-
-    def __init__(self, f: BinaryIO, digest: hashlib._Hash, on_bytes: Callable[[int], None]) -> None:
-        self._f = f
-        self._base = f.tell()
-        self._base_digest = digest.copy()
-        self.digest = digest
-        self._on_bytes = on_bytes
-
-    def write(self, data: bytes) -> int:
-        self._f.write(data)
-        self.digest.update(data)
-        self._on_bytes(len(data))
-        return len(data)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        if whence != 0 or offset > self._f.tell():
-            raise OSError("HashingWriter only rewinds")
-        if offset < self._base:
-            # A full restart: the prefix we had is gone too.
-            self._base, self._base_digest = 0, hashlib.sha256()
-        if offset != self._base:
-            raise OSError(f"HashingWriter can rewind only to {self._base}, not {offset}")
-        self._on_bytes(offset - self._f.tell())
-        self.digest = self._base_digest.copy()
-        return self._f.seek(offset)
-
-    def truncate(self, size: int | None = None) -> int:
-        return self._f.truncate(size)
-
-    def flush(self) -> None:
-        self._f.flush()

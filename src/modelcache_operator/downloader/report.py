@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Protocol
-
-import kubernetes
+from typing import TYPE_CHECKING, Protocol
 
 from modelcache_operator.api.v1alpha1 import GROUP, PLURAL, VERSION, DownloadReport
+
+if TYPE_CHECKING:
+    import kubernetes
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,10 @@ class KubernetesStatusReporter:
 
     def __init__(self, api_client: kubernetes.client.ApiClient, namespace: str, name: str,
                  min_interval: float = 3.0) -> None:
+        import kubernetes  # noqa: PLC0415  (slow; the downloader imports it only when it reports)
+
         self._api = kubernetes.client.CustomObjectsApi(api_client)
+        self._api_exception = kubernetes.client.ApiException
         self._namespace = namespace
         self._name = name
         self._min_interval = min_interval
@@ -55,7 +59,7 @@ class KubernetesStatusReporter:
                 self._api.patch_namespaced_custom_object_status(
                     GROUP, VERSION, self._namespace, PLURAL, self._name, body,
                     _content_type="application/merge-patch+json", _request_timeout=10)
-            except kubernetes.client.ApiException as e:
+            except self._api_exception as e:
                 # str(e) would include the response headers; status and reason are enough and hold no secrets.
                 log.warning("Could not report status to %s/%s: HTTP %s %s", self._namespace, self._name,
                             e.status, e.reason)
@@ -66,6 +70,8 @@ class KubernetesStatusReporter:
 
 def load_api_client() -> kubernetes.client.ApiClient:
     """In-cluster config when running in a pod, else KUBECONFIG / ~/.kube/config."""
+    import kubernetes  # noqa: PLC0415  (slow; see KubernetesStatusReporter)
+
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:

@@ -1,11 +1,11 @@
 """The two hubs behind one small interface: resolve + list (`plan`) and fetch one file into its final place.
 
-Hugging Face: listing through `HfApi.model_info(files_metadata=True)`; files through the client's public
-`get_hf_file_metadata` + `http_get`, writing straight into `<root>/<sha>/<path>`. We do not use
-`hf_hub_download(local_dir=...)` because huggingface_hub 2.x downloads to a process-unique temp file that
-it deletes on failure and never resumes after a kill, then renames it into place (a copy on FUSE).
-With `http_get` and our own file handle, a killed download resumes with a Range request where it stopped, and
-the bytes are hashed as they arrive.
+Hugging Face: listing through `HfApi.model_info(files_metadata=True)`; each file's location and size through
+the client's public `get_hf_file_metadata`, its body through our own streaming GET (`httpfetch`), written
+straight into `<root>/<sha>/<path>`. We do not use `hf_hub_download(local_dir=...)` because huggingface_hub
+2.x downloads to a process-unique temp file that it deletes on failure and never resumes after a kill, then
+renames it into place (a copy on FUSE). With our own file handle, a killed download resumes with a Range
+request where it stopped, and the bytes are hashed as they arrive.
 
 ModelScope: listing and downloads through the official `modelscope` / `modelscope_hub` client
 (`HubApi.download_file(local_dir=...)`), which resumes its `<file>.incomplete` across processes by itself.
@@ -24,12 +24,9 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import httpx2
-import requests
-from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
 from huggingface_hub import errors as hf
-from huggingface_hub.file_download import http_get
 from huggingface_hub.utils._headers import build_hf_headers
-from huggingface_hub.utils.tqdm import disable_progress_bars
 
 from .errors import (
     ChecksumMismatch,
@@ -38,8 +35,10 @@ from .errors import (
     NetworkError,
     NotFound,
     Unauthorized,
+    status_error,
 )
-from .hashing import HashingWriter, sha256_file
+from .hashing import sha256_file
+from .httpfetch import download, make_opener
 from .plan import Plan, RemoteFile, filter_files
 
 OnBytes = Callable[[int], None]
@@ -62,24 +61,14 @@ class Source(Protocol):
         ...
 
 
-def _status_error(status: int | None, what: str) -> DownloadError:
-    if status in (401, 403):
-        return Unauthorized(f"{what}: HTTP {status}, the token is missing, wrong or lacks access")
-    if status == 404:
-        return NotFound(f"{what}: HTTP 404")
-    if status is not None and (status >= 500 or status in (408, 429)):
-        return NetworkError(f"{what}: HTTP {status}")
-    return DownloadError(f"{what}: HTTP {status}")
-
-
 # ----- Hugging Face -----
 
 class HuggingFaceSource:
     def __init__(self, repo: str, endpoint: str | None, token: str | None) -> None:
-        disable_progress_bars()  # our own progress lines replace tqdm
         self.repo = repo
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self._token = token
+        self._opener = make_opener()
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -91,13 +80,9 @@ class HuggingFaceSource:
             raise NotFound(f"{what}: {type(e).__name__} (HTTP {e.response.status_code})") from None
         except hf.HfHubHTTPError as e:
             # huggingface_hub reports a 401 on a repo as RepositoryNotFoundError; the status tells them apart.
-            raise _status_error(e.response.status_code, what) from None
+            raise status_error(e.response.status_code, what) from None
         except (httpx2.TransportError, httpx2.StreamError) as e:
             raise NetworkError(f"{what}: {type(e).__name__}: {e}") from None
-        except OSError as e:
-            if "Consistency check failed" in str(e):
-                raise NetworkError(f"{what}: transfer ended early") from None
-            raise
 
     def plan(self, requested_revision: str, allow: list[str] | None, ignore: list[str] | None) -> Plan:
         with self._errors(f"resolving {self.repo}@{requested_revision}"):
@@ -134,21 +119,21 @@ class HuggingFaceSource:
             # Never send the token to another host (an LFS CDN with a signed URL does not need it).
             same_host = urlparse(meta.location).netloc == urlparse(url).netloc
             headers = build_hf_headers(token=(self._token or False) if same_host else False)
-            headers["Accept-Encoding"] = "identity"
-            existing = dest.stat().st_size if dest.is_file() else 0
-            if existing > f.size:
-                on_bytes(-f.size)  # counted as done, but it is not this file
-                existing = 0
-            digest = sha256_file(dest, existing) if existing else hashlib.sha256()
-            with dest.open("r+b" if dest.is_file() else "wb") as fh:
-                fh.truncate(existing)
-                fh.seek(existing)
-                writer = HashingWriter(fh, digest, on_bytes)
-                http_get(meta.location, writer, resume_size=existing, headers=headers,  # type: ignore[arg-type]
-                         expected_size=f.size, displayed_filename=f.path)
-                fh.flush()
-                os.fsync(fh.fileno())
-        return writer.digest.hexdigest()
+        auth = headers.pop("authorization", None)
+        existing = dest.stat().st_size if dest.is_file() else 0
+        if existing > f.size:
+            on_bytes(-f.size)  # counted as done, but it is not this file
+            existing = 0
+        digest = sha256_file(dest, existing) if existing else hashlib.sha256()
+        with dest.open("r+b" if dest.is_file() else "wb") as fh:
+            fh.truncate(existing)
+            fh.seek(existing)
+            digest = download(self._opener, meta.location, fh, start=existing, size=f.size, digest=digest,
+                              headers=headers, token_header=auth, on_bytes=on_bytes,
+                              timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT, what=what)
+            fh.flush()
+            os.fsync(fh.fileno())  # once per file: the data must be durable before the manifest says so
+        return digest.hexdigest()
 
 
 # ----- ModelScope -----
@@ -184,6 +169,7 @@ class ModelScopeSource:
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
+        import requests  # noqa: PLC0415  (only this hub's client raises it; a slow import)
         from modelscope_hub import errors as ms  # noqa: PLC0415  (after _modelscope_env)
 
         try:
@@ -202,7 +188,7 @@ class ModelScopeSource:
         except (ms.NetworkError, ms.ServerError, ms.RateLimitError, requests.RequestException) as e:
             raise NetworkError(f"{what}: {type(e).__name__}") from None
         except ms.APIError as e:
-            raise _status_error(e.status_code, what) from None
+            raise status_error(e.status_code, what) from None
         except ms.HubError as e:
             raise DownloadError(f"{what}: {type(e).__name__}") from None
 
