@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -22,26 +23,56 @@ SUMMARY = re.compile(
 
 @given(
     sizes=st.lists(st.integers(0, 10 * PAGE * 64), max_size=6),
-    chunk=st.integers(1, 3 * PAGE * 16),
+    fuse=st.lists(st.booleans(), min_size=6, max_size=6),
+    concurrency=st.integers(1, 32),
+    min_range=st.integers(1, 3 * PAGE * 16),
 )
-def test_chunks_tile_each_file_exactly_with_page_aligned_offsets(sizes: list[int], chunk: int) -> None:
-    files = [FileEntry(f"/m/{i}", s) for i, s in enumerate(sizes)]
-    chunks = pw.plan_chunks(files, chunk)
-    step = max(PAGE, chunk - chunk % PAGE)
+def test_chunks_tile_each_file_exactly_with_page_aligned_offsets(
+    sizes: list[int], fuse: list[bool], concurrency: int, min_range: int
+) -> None:
+    files = [FileEntry(f"/m/{i}", s, fuse[i]) for i, s in enumerate(sizes)]
+    chunks = pw.plan_chunks(files, concurrency, min_range)
     for i, size in enumerate(sizes):
         mine = [c for c in chunks if c.file == i]
         assert sum(c.length for c in mine) == size
-        assert [c.offset for c in mine] == list(range(0, size, step))
-        assert all(c.offset % PAGE == 0 and 0 < c.length <= step for c in mine)
+        assert [c.offset for c in mine] == sorted(c.offset for c in mine)
+        assert all(c.offset % PAGE == 0 and c.length > 0 for c in mine)
+        assert all(a.offset + a.length == b.offset for a, b in itertools.pairwise(mine))
+        assert len(mine) <= max(1, concurrency)
+        assert len(mine) <= 1 or (not fuse[i] and all(c.length >= min_range for c in mine[:-1]))
     # File order is kept, so a timeout leaves the first files complete.
     assert [c.file for c in chunks] == sorted(c.file for c in chunks)
 
 
-def test_big_file_is_split_for_parallel_readers() -> None:
+def test_big_file_gets_one_long_range_per_worker_and_small_files_one_each() -> None:
     gib = 1 << 30
-    chunks = pw.plan_chunks([FileEntry("/m/a.gguf", 100 * gib + 5)], 64 << 20)
-    assert len(chunks) == 1601
-    assert chunks[-1] == Chunk(0, 100 * gib, 5)
+    files = [FileEntry("/m/a.gguf", 100 * gib + 5)] + [FileEntry(f"/m/s{i}", 4 << 20) for i in range(3)]
+    chunks = pw.plan_chunks(files, 16, 32 << 20)
+    big = [c for c in chunks if c.file == 0]
+    assert len(big) == 16 and len({c.length for c in big[:-1]}) == 1
+    assert big[-1].offset + big[-1].length == 100 * gib + 5
+    assert [c for c in chunks if c.file > 0] == [Chunk(i, 0, 4 << 20) for i in (1, 2, 3)]
+
+
+def test_ranges_share_the_bytes_across_files_and_fuse_files_are_one_stream() -> None:
+    mib = 1 << 20
+    # 512 MiB + 4 x 128 MiB: 16 workers get ~64 MiB each; on FUSE each file is read whole.
+    local = [FileEntry("/m/big", 512 * mib)] + [FileEntry(f"/m/{i}", 128 * mib) for i in range(4)]
+    assert len(pw.plan_chunks(local, 16, 32 * mib)) == 16
+    fuse = [FileEntry(f.path, f.size, True) for f in local]
+    assert pw.plan_chunks(fuse, 16, 1) == [Chunk(i, 0, f.size) for i, f in enumerate(fuse)]
+
+
+def test_fuse_devices_reads_mountinfo(tmp_path: Path) -> None:
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        "90 22 0:52 / /mnt/s3 ro,nosuid master:3 - fuse.s3fs s3fs ro,user_id=0\n"
+        "91 22 0:53 / /mnt/x rw - fuse fuse rw\n"
+        "92 22 0:54 / /mnt/y rw - tmpfs tmpfs rw\n"
+    )
+    assert pw.fuse_devices(str(info)) == {os.makedev(0, 52), os.makedev(0, 53)}
+    assert pw.fuse_devices(str(tmp_path / "absent")) == set()
 
 
 @pytest.mark.parametrize(

@@ -9,32 +9,48 @@ and the serving image's own ``python3`` runs it from a postStart hook.
     prewarm.py install DEST_DIR
 
 ``warm`` always exits 0 within ``--timeout``: a hook that fails or hangs would block the pod.
+
+How ``warm`` reads: each file is split into a few large contiguous ranges (about ``total /
+concurrency`` bytes, never smaller than ``--chunk-bytes``), one open file handle per range, read
+front to back with big sequential reads, so concurrency spreads across files and within big files.
+On FUSE mounts (s3fs, ossfs, ...) each file is read by one handle from its start: these daemons
+serialise the reads of one file and prefetch only ahead of a sequential reader, so parallel ranges
+of one file are slower there than one stream. Pages already resident (mincore) are skipped, so a
+re-run only costs one mincore call per range.
 """
 
 from __future__ import annotations
 
-import argparse
-import ctypes
-import json
-import mmap
 import os
-import queue
-import shutil
 import stat
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterable
+
+# Heavier modules (argparse, json, subprocess, ctypes, shutil) are imported where they are used:
+# the warm path's fixed cost is paid on every pod start, even when everything is already cached.
+# ruff: noqa: PLC0415
 
 PREFIX = "modelcache-prewarm:"
 MANIFEST = os.path.join(".modelcache", "manifest.json")
-PAGE = mmap.PAGESIZE
+PAGE = os.sysconf("SC_PAGE_SIZE")
 DEFAULT_CONCURRENCY = 16
 DEFAULT_TIMEOUT = 600.0
-DEFAULT_CHUNK = 64 << 20
-READ_BYTES = 1 << 20
+# Smallest range worth its own handle and stream; below it, splitting costs more than it gains.
+DEFAULT_CHUNK = 32 << 20
+# On FUSE, a range left partly cold (e.g. pages taken by proactive reclaim since the last run) is
+# only re-read if at least this share of it is cold: s3fs/ossfs answer even a 4 KiB read by
+# downloading tens of MiB, so chasing scattered holes costs more than the holes are worth.
+FUSE_REREAD_SHARE = 0.02
+READ_BYTES = 8 << 20
+# On FUSE, reads the size of the kernel's own FUSE requests: one big read fans out into many
+# concurrent FUSE reads of one file, which s3fs/ossfs serialise and prefetch for one by one.
+FUSE_READ_BYTES = 128 << 10
 # Resident holes smaller than this between two cold runs are re-read rather than split into
 # separate small reads: one larger sequential read is cheaper than two seeks.
 MERGE_GAP = 1 << 20
@@ -44,6 +60,7 @@ SH_FALLBACK = "prewarm.sh"
 class FileEntry(NamedTuple):
     path: str
     size: int
+    fuse: bool = False  # on a FUSE mount
 
 
 class Chunk(NamedTuple):
@@ -76,6 +93,8 @@ def safe_join(root: str, rel: str) -> str | None:
 def manifest_paths(root: str, text: str) -> tuple[list[str], int]:
     """Parses manifest JSON; returns (safe absolute paths, count of rejected entries).
     Raises ValueError if the document is not a manifest."""
+    import json
+
     doc = json.loads(text)
     files = doc.get("files") if isinstance(doc, dict) else None
     if not isinstance(files, list):
@@ -104,12 +123,32 @@ def walk_paths(root: str) -> list[str]:
     return out
 
 
+def fuse_devices(mountinfo: str = "/proc/self/mountinfo") -> set[int]:
+    """st_dev numbers of the FUSE mounts visible to this process (fstype fuse or fuse.*)."""
+    devs: set[int] = set()
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                # id parent major:minor root mountpoint options [optional...] - fstype source super
+                if "-" not in fields:
+                    continue
+                fstype = fields[fields.index("-") + 1]
+                if fstype == "fuse" or fstype.startswith(("fuse.", "fuseblk")):
+                    major, _, minor = fields[2].partition(":")
+                    devs.add(os.makedev(int(major), int(minor)))
+    except (OSError, ValueError, IndexError):
+        pass  # unknown: treat every file as local
+    return devs
+
+
 def collect_files(roots: Iterable[str], log: list[str]) -> tuple[list[FileEntry], int]:
     """Resolves each root's file list (manifest first, else a walk) into regular files inside
     their root, deduplicated by inode. Returns (files, skipped)."""
     files: list[FileEntry] = []
     seen: set[tuple[int, int]] = set()
     skipped = 0
+    fuse = fuse_devices()
     for root in roots:
         root_real = os.path.realpath(root)
         try:
@@ -134,16 +173,25 @@ def collect_files(roots: Iterable[str], log: list[str]) -> tuple[list[FileEntry]
                 skipped += 1
                 continue
             seen.add(key)
-            files.append(FileEntry(path, st.st_size))
+            files.append(FileEntry(path, st.st_size, st.st_dev in fuse))
     return files, skipped
 
 
-def plan_chunks(files: list[FileEntry], chunk_bytes: int) -> list[Chunk]:
-    """Splits files into page-aligned ranges in file order, so several threads read one large
-    file at once and a timeout leaves the first files complete."""
-    step = max(PAGE, chunk_bytes - chunk_bytes % PAGE)
+def plan_chunks(files: list[FileEntry], concurrency: int, min_range: int) -> list[Chunk]:
+    """Splits files into a few large page-aligned ranges, in file order (a timeout leaves the
+    first files complete). Ranges aim at an even share of all bytes per worker, so every worker
+    streams until the end; a file gets at most `concurrency` ranges and none shorter than
+    min_range, since each range costs an open and a new stream. A FUSE file is one range."""
+    concurrency = max(1, concurrency)
+    share = -(-sum(f.size for f in files) // concurrency)
     chunks: list[Chunk] = []
     for i, entry in enumerate(files):
+        if entry.size <= 0:
+            continue
+        parts = 1 if entry.fuse else max(
+            1, min(concurrency, entry.size // max(PAGE, min_range), round(entry.size / max(1, share))))
+        step = -(-entry.size // parts)
+        step += -step % PAGE
         for off in range(0, entry.size, step):
             chunks.append(Chunk(i, off, min(step, entry.size - off)))
     return chunks
@@ -157,7 +205,13 @@ class Residency:
     """Page-cache residency of file ranges via mmap + mincore, without touching the pages."""
 
     def __init__(self) -> None:
+        import ctypes
+        import mmap
+
         libc = ctypes.CDLL(None, use_errno=True)
+        self._ctypes = ctypes
+        self._prot, self._flags = mmap.PROT_READ, mmap.MAP_SHARED
+        self._failed = ctypes.c_void_p(-1).value
         self._mmap = libc.mmap
         self._mmap.restype = ctypes.c_void_p
         self._mmap.argtypes = [
@@ -175,11 +229,11 @@ class Residency:
         page-aligned. None if the range cannot be mapped (e.g. a direct-io FUSE file)."""
         if length <= 0:
             return b""
-        addr = self._mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, offset)
-        if addr is None or addr == ctypes.c_void_p(-1).value:
+        addr = self._mmap(None, length, self._prot, self._flags, fd, offset)
+        if addr is None or addr == self._failed:
             return None
         try:
-            vec = ctypes.create_string_buffer((length + PAGE - 1) // PAGE)
+            vec = self._ctypes.create_string_buffer((length + PAGE - 1) // PAGE)
             if self._mincore(addr, length, vec) != 0:
                 return None
             return vec.raw.translate(self._bit)
@@ -190,7 +244,7 @@ class Residency:
 def load_residency() -> Residency | None:
     try:
         return Residency()
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return None
 
 
@@ -217,14 +271,19 @@ def cold_runs(vec: bytes, offset: int, length: int) -> list[tuple[int, int]]:
 
 
 class Stats:
-    def __init__(self, files: int, total: int) -> None:
+    def __init__(self, files: int, total: int, pages: int = 0) -> None:
         self.lock = threading.Lock()
         self.files = files
         self.total = total
+        self.pages = pages  # pages of all files; ranges never checked count as not resident
         self.warmed = 0
         self.skipped = 0
         self.errors = 0
         self.bad: set[int] = set()  # files already counted as skipped or errored
+        # Pages found resident as each range was left, and pages checked. resident_pages is
+        # None once a range could not be checked (no mincore, or a mount that refuses mmap).
+        self.resident_pages: int | None = 0
+        self.checked_pages = 0
 
     def add(self, n: int) -> None:
         with self.lock:
@@ -238,6 +297,23 @@ class Stats:
                     self.skipped += 1
                 else:
                     self.errors += 1
+
+    def checked(self, vec: bytes | None, length: int) -> None:
+        with self.lock:
+            self.checked_pages += (length + PAGE - 1) // PAGE
+            if vec is None or self.resident_pages is None:
+                self.resident_pages = None
+            else:
+                self.resident_pages += vec.count(1)
+
+    def resident(self) -> float | None:
+        """Fraction of all pages resident right after their range was warmed, or None if
+        residency could not be checked."""
+        with self.lock:
+            if self.resident_pages is None:
+                return None
+            total = max(self.pages, self.checked_pages)
+            return 1.0 if total == 0 else self.resident_pages / total
 
 
 def _read_range(fd: int, offset: int, length: int, buf: memoryview, stop: threading.Event) -> int:
@@ -255,10 +331,10 @@ def warm_chunk(
     files: list[FileEntry], chunk: Chunk, res: Residency | None, stats: Stats,
     *, buf: memoryview, stop: threading.Event,
 ) -> None:
-    path = files[chunk.file].path
+    entry = files[chunk.file]
     try:
         # O_NONBLOCK: a FIFO swapped in after planning must not block the open.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         stats.fail(chunk.file, vanished=True)
         return
@@ -271,41 +347,23 @@ def warm_chunk(
             return
         vec = res.pages(fd, chunk.offset, chunk.length) if res else None
         runs = [(chunk.offset, chunk.length)] if vec is None else cold_runs(vec, chunk.offset, chunk.length)
+        if entry.fuse and vec is not None and vec.count(0) < FUSE_REREAD_SHARE * len(vec):
+            runs = []
+        if runs:
+            # Doubles the kernel's readahead window on this handle: the whole range is wanted.
+            os.posix_fadvise(fd, chunk.offset, chunk.length, os.POSIX_FADV_SEQUENTIAL)
         for off, length in runs:
             if stop.is_set():
                 return
-            # Deeper readahead on the stream; WILLNEED queues this run's I/O up front.
-            os.posix_fadvise(fd, off, length, os.POSIX_FADV_SEQUENTIAL)
-            os.posix_fadvise(fd, off, length, os.POSIX_FADV_WILLNEED)
-            stats.add(_read_range(fd, off, length, buf, stop))
+            stats.add(_read_range(fd, off, length, buf[:FUSE_READ_BYTES] if entry.fuse else buf, stop))
+        if res is not None:
+            # Checked right after reading: on nodes with proactive reclaim, a check at the very
+            # end would already miss pages that were resident when the server could use them.
+            stats.checked(res.pages(fd, chunk.offset, chunk.length) if runs else vec, chunk.length)
     except OSError:
         stats.fail(chunk.file, vanished=False)
     finally:
         os.close(fd)
-
-
-def measure_resident(files: list[FileEntry], res: Residency | None) -> float | None:
-    """Fraction of all pages resident, or None if mincore is unavailable."""
-    if res is None:
-        return None
-    total = resident = 0
-    window = 1 << 30
-    for entry in files:
-        pages = (entry.size + PAGE - 1) // PAGE
-        total += pages
-        try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
-            continue
-        try:
-            for off in range(0, entry.size, window):
-                vec = res.pages(fd, off, min(window, entry.size - off))
-                if vec is None:
-                    return None
-                resident += vec.count(1)
-        finally:
-            os.close(fd)
-    return 1.0 if total == 0 else resident / total
 
 
 def human(n: float) -> str:
@@ -360,7 +418,7 @@ def warm_in_process(
     a hung FUSE read cannot be killed until the daemon answers, so warm() runs this in a child."""
     start = time.monotonic()
     hard_deadline = start + timeout
-    # The final residency pass and report get a slice of the budget, so the whole run fits.
+    # The report gets a slice of the budget, so the whole run fits.
     warm_deadline = hard_deadline - min(2.0, timeout * 0.1)
     reporter = Reporter(log_file)
     notes: list[str] = []
@@ -383,11 +441,11 @@ def warm_in_process(
     resident: float | None = None
     try:
         files, skipped = collect_files(roots, notes)
-        stats = Stats(len(files), sum(f.size for f in files))
+        stats = Stats(len(files), sum(f.size for f in files), sum(-(-f.size // PAGE) for f in files))
         stats.skipped = skipped
-        chunks: queue.Queue[Chunk] = queue.Queue()
-        for c in plan_chunks(files, chunk_bytes):
-            chunks.put(c)
+        chunks = plan_chunks(files, concurrency, chunk_bytes)
+        pending = iter(chunks)
+        take = threading.Lock()
         res = load_residency()
         if res is None:
             notes.append("mincore unavailable; reading everything")
@@ -395,9 +453,9 @@ def warm_in_process(
         def worker() -> None:
             buf = memoryview(bytearray(READ_BYTES))
             while not stop.is_set():
-                try:
-                    chunk = chunks.get_nowait()
-                except queue.Empty:
+                with take:
+                    chunk = next(pending, None)
+                if chunk is None:
                     return
                 try:
                     warm_chunk(files, chunk, res, stats, buf=buf, stop=stop)
@@ -406,7 +464,7 @@ def warm_in_process(
 
         threads = [
             threading.Thread(target=worker, name=f"warm-{i}", daemon=True)
-            for i in range(max(1, min(concurrency, chunks.qsize())))
+            for i in range(max(1, min(concurrency, len(chunks))))
         ]
         for t in threads:
             t.start()
@@ -414,7 +472,7 @@ def warm_in_process(
             t.join(max(0.0, warm_deadline - time.monotonic()))
         timed_out = any(t.is_alive() for t in threads)
         stop.set()
-        resident = measure_resident(files, res)
+        resident = stats.resident()
     except Exception as e:  # the hook must never fail the container
         notes.append(f"error: {type(e).__name__}: {e}")
         stats.errors += 1
@@ -432,6 +490,8 @@ def warm_in_process(
 def warm(roots: list[str], concurrency: int, timeout: float, chunk_bytes: int, log_file: str | None) -> int:
     """Runs warm_in_process in a child and relays its report, returning by the timeout even if
     the child is stuck in a FUSE read (such a child exits once the mount answers or goes away)."""
+    import subprocess
+
     child_args = [a for d in roots for a in ("--dir", d)] + [
         "--concurrency", str(concurrency), "--chunk-bytes", str(chunk_bytes),
         # Leave the child's report time to reach us before our own deadline.
@@ -503,6 +563,8 @@ def wait(root: str, timeout: float, interval: float) -> int:
 
 
 def install(dest: str) -> int:
+    import shutil
+
     here = os.path.dirname(os.path.abspath(__file__))
     os.makedirs(dest, exist_ok=True)
     for name in (os.path.basename(__file__), SH_FALLBACK):
@@ -527,6 +589,8 @@ def _env_float(name: str, default: float) -> float:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    import argparse
+
     p = argparse.ArgumentParser(prog="modelcache-prewarm", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     model_dir = os.environ.get("MODEL_DIR")
