@@ -10,6 +10,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modelcache_devcluster.cluster import LocalCluster
 from tests.support.kube import Cluster, wait_for
+from tests.support.serviceaccount import serviceaccount_client
 
 pytestmark = pytest.mark.integration
 
@@ -86,18 +87,13 @@ def test_serviceaccount_token_without_rbac_is_refused(k8s: Cluster, namespace: s
     """The TokenRequest API issues a real token; RBAC denies it everything it was not granted."""
     name = f"nobody-{uuid.uuid4().hex[:6]}"
     k8s.core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-    token = k8s.core.create_namespaced_service_account_token(
-        name, namespace, {"spec": {"expirationSeconds": 600}}).status.token
-    config = kubernetes.client.Configuration()
-    config.host = local_cluster.state.server
-    config.ssl_ca_cert = str(local_cluster.state.pki / "ca.crt")
-    config.api_key = {"authorization": f"Bearer {token}"}
-    limited = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
+    client = serviceaccount_client(k8s, local_cluster, namespace, name)
+    limited = kubernetes.client.CoreV1Api(client)
     with pytest.raises(ApiException) as refused:
         limited.list_namespaced_secret(namespace)
     assert refused.value.status == 403
     assert f"system:serviceaccount:{namespace}:{name}" in refused.value.body
     # The same identity is authenticated: a self-review works, so the 403 came from RBAC, not from auth.
-    review = kubernetes.client.AuthenticationV1Api(kubernetes.client.ApiClient(config)).create_self_subject_review(
+    review = kubernetes.client.AuthenticationV1Api(client).create_self_subject_review(
         {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
     assert review.status.user_info.username == f"system:serviceaccount:{namespace}:{name}"

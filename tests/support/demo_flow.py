@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-import yaml
 
 from modelcache_devcluster.cluster import LocalCluster
 from modelcache_operator.builders import naming
@@ -30,6 +29,7 @@ from tests.hubs.huggingface import HuggingFaceHub
 from tests.residency import evict, files_under, resident_fraction
 from tests.support.kube import Cluster, wait_for
 from tests.support.operator import OperatorProcess
+from tests.support.serviceaccount import serviceaccount_kubeconfig
 
 NAMESPACE = "demo"
 CACHE = "minilm"
@@ -46,20 +46,6 @@ class DemoResult:
     prewarm_line: str
     resident: float
     download_log: str
-
-
-def _serviceaccount_kubeconfig(k8s: Cluster, cluster: LocalCluster, serviceaccount: str, path: Path) -> Path:
-    token = k8s.core.create_namespaced_service_account_token(
-        serviceaccount, NAMESPACE, {"spec": {"expirationSeconds": 3600}}).status.token
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "job",
-        "clusters": [{"name": "local", "cluster": {"server": cluster.state.server,
-                                                   "certificate-authority": str(cluster.state.pki / "ca.crt")}}],
-        "users": [{"name": "job", "user": {"token": token}}],
-        "contexts": [{"name": "job", "context": {"cluster": "local", "user": "job"}}],
-    }))
-    path.chmod(0o600)
-    return path
 
 
 def _job_env(job: Any, volume: Path, kubeconfig: Path) -> dict[str, str]:
@@ -116,8 +102,8 @@ def _flow(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, operator: Op
     job = wait_for(lambda: next(iter(k8s.jobs(NAMESPACE, CACHE)), None), 60, describe="the download Job",
                    diagnostics=operator.log_tail)
     say(f"download Job {job.metadata.name} created; running its container command on the host")
-    kubeconfig = _serviceaccount_kubeconfig(k8s, cluster, naming.downloader_identity_name(CACHE),
-                                            workdir / "downloader.kubeconfig")
+    kubeconfig = serviceaccount_kubeconfig(k8s, cluster, NAMESPACE, naming.downloader_identity_name(CACHE),
+                                           workdir / "downloader.kubeconfig")
     command = job.spec.template.spec.containers[0].command
     assert command == ["modelcache-download"]  # the image's entry point; here, this interpreter's module
     download = subprocess.run([sys.executable, "-m", "modelcache_operator.downloader"],

@@ -3,27 +3,15 @@ authenticated as the per-cache downloader ServiceAccount (so its least-privilege
 
 from __future__ import annotations
 
-import kubernetes
-
 from modelcache_devcluster.cluster import LocalCluster
 from modelcache_operator.api.v1alpha1 import DownloadReport
 from modelcache_operator.builders import naming
 from modelcache_operator.downloader.report import KubernetesStatusReporter
 from tests.support.kube import Cluster
+from tests.support.serviceaccount import serviceaccount_client
 
 REVISION_A = "a" * 40
 REVISION_B = "b" * 40
-
-
-def serviceaccount_client(k8s: Cluster, cluster: LocalCluster, namespace: str,
-                          serviceaccount: str) -> kubernetes.client.ApiClient:
-    token = k8s.core.create_namespaced_service_account_token(
-        serviceaccount, namespace, {"spec": {"expirationSeconds": 600}}).status.token
-    config = kubernetes.client.Configuration()
-    config.host = cluster.state.server
-    config.ssl_ca_cert = str(cluster.state.pki / "ca.crt")
-    config.api_key = {"authorization": f"Bearer {token}"}
-    return kubernetes.client.ApiClient(config)
 
 
 def downloader_reporter(k8s: Cluster, cluster: LocalCluster, namespace: str, cache: str) -> KubernetesStatusReporter:
