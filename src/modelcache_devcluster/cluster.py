@@ -9,16 +9,19 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .binaries import Binaries
+from . import node as real_node
+from .binaries import Binaries, cache_root
+from .images import SANDBOX_IMAGE
 
 STATE_FILE = "cluster.json"
 KWOK_STAGE_FILES = (
@@ -79,6 +82,7 @@ class ClusterState:
     server: str
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    real_node: bool = False
 
     @property
     def pki(self) -> Path:
@@ -174,18 +178,39 @@ def make_pki(pki: Path) -> None:
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
-def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
+def make_client_cert(pki: Path, name: str, user: str, groups: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """A client certificate signed by the cluster CA: CN is the user name, each O a group."""
+    subject = "".join(f"/O={group}" for group in groups) + f"/CN={user}"
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", f"{name}.key",
+             "-out", f"{name}.csr", cwd=pki)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "3650", "-out", f"{name}.crt", "-extfile", "client.ext", cwd=pki)
+    return pki / f"{name}.crt", pki / f"{name}.key"
+
+
+def write_kubeconfig(path: Path, server: str, pki: Path, cert_name: str = "admin") -> None:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "modelcache-dev", "cluster": {
             "server": server, "certificate-authority": str(pki / "ca.crt")}}],
-        "users": [{"name": "admin", "user": {
-            "client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")}}],
-        "contexts": [{"name": "modelcache-dev", "context": {"cluster": "modelcache-dev", "user": "admin"}}],
+        "users": [{"name": cert_name, "user": {
+            "client-certificate": str(pki / f"{cert_name}.crt"), "client-key": str(pki / f"{cert_name}.key")}}],
+        "contexts": [{"name": "modelcache-dev", "context": {"cluster": "modelcache-dev", "user": cert_name}}],
         "current-context": "modelcache-dev",
     }
     path.write_text(yaml.safe_dump(config))
+
+
+# Metadata level, one record per request (at ResponseComplete, so watches are recorded when they end), for
+# counting requests by user: apiserver_request_total has no user or user-agent label.
+AUDIT_POLICY = """
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+"""
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:
@@ -198,10 +223,17 @@ def _log_tail(path: Path, lines: int = 40) -> str:
 class LocalCluster:
     """Owns the processes of one local control plane, recorded in <state_dir>/cluster.json."""
 
-    def __init__(self, binaries: Binaries, state_dir: Path, nodes: tuple[FakeNode, ...] = DEFAULT_NODES):
+    def __init__(self, binaries: Binaries, state_dir: Path, nodes: tuple[FakeNode, ...] = DEFAULT_NODES,
+                 audit: bool = False, *, real_node: bool = False, node_images: Sequence[Path] = ()):
+        """audit=True writes the apiserver's audit log (see AUDIT_POLICY) to `audit_log_path`.
+        real_node=True adds one kubelet node (modelcache_devcluster.node) with node_images (docker-archives from
+        modelcache_devcluster.images, the sandbox image among them) imported into its containerd."""
         self.binaries = binaries
         self.state_dir = state_dir.resolve()
         self.nodes = nodes
+        self.audit = audit
+        self.real_node = real_node
+        self.node_images = tuple(node_images)
         port = free_port()
         self.state = ClusterState(
             state_dir=str(self.state_dir),
@@ -223,22 +255,40 @@ class LocalCluster:
             self._start_scheduler(timeout)
             self._start_kwok()
             self._create_nodes(timeout)
+            if self.real_node:
+                self._start_real_node(timeout)
         except BaseException:
             self.down()
             raise
         return self.state
 
+    @property
+    def audit_log_path(self) -> Path:
+        return self.state_dir / "logs" / "audit.jsonl"
+
+    def user_kubeconfig(self, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig for a client-certificate user of its own, so its requests can be told apart."""
+        name = "user-" + "".join(c if c.isalnum() else "-" for c in user)
+        make_client_cert(self.state.pki, name, user, groups)
+        path = self.state_dir / f"{name}.kubeconfig"
+        write_kubeconfig(path, self.state.server, self.state.pki, cert_name=name)
+        return path
+
     def down(self) -> None:
-        stop_processes(self.state.pids)
+        teardown(self.state)
         self.state.pids.clear()
         self.state.save()
 
+    @property
+    def node_layout(self) -> real_node.NodeLayout:
+        return real_node.NodeLayout(self.state_dir / "node")
+
     # ----- components -----
 
-    def _spawn(self, component: str, argv: list[str]) -> None:
+    def _spawn(self, component: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = self.state.log_path(component).open("ab")
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=self.state_dir)
+                                start_new_session=True, cwd=self.state_dir, env=env)
         self.state.pids[component] = proc.pid
         self.state.save()
 
@@ -256,8 +306,9 @@ class LocalCluster:
                               f"{_log_tail(self.state.log_path(component))}")
 
     def _start_etcd(self, timeout: float) -> None:
-        client, peer = free_port(), free_port()
-        self.state.ports |= {"etcd": client, "etcd-peer": peer}
+        # A restart keeps the ports, so the apiserver's --etcd-servers stays right.
+        client = self.state.ports.setdefault("etcd", free_port())
+        peer = self.state.ports.setdefault("etcd-peer", free_port())
         self._spawn("etcd", [
             str(self.binaries.etcd), "--name=node0", f"--data-dir={self.state_dir / 'etcd'}",
             f"--listen-client-urls=http://127.0.0.1:{client}", f"--advertise-client-urls=http://127.0.0.1:{client}",
@@ -282,7 +333,25 @@ class LocalCluster:
             "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
             f"--cert-dir={self.state_dir / 'apiserver-certs'}",
             "--enable-priority-and-fairness=false", "--profiling=false", "-v=1",
+            *self._audit_args(),
+            *self._kubelet_client_args(),
         ]
+
+    def _kubelet_client_args(self) -> list[str]:
+        """For logs and exec on the real node, whose kubelet accepts clients with certificates of the CA."""
+        if not self.real_node:
+            return []
+        pki = self.state.pki
+        return [f"--kubelet-client-certificate={pki / 'admin.crt'}", f"--kubelet-client-key={pki / 'admin.key'}",
+                "--kubelet-preferred-address-types=InternalIP"]
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.state_dir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log_path}",
+                "--audit-log-format=json", "--audit-log-maxsize=0", "--audit-log-maxbackup=0"]
 
     def _start_apiserver(self, timeout: float) -> None:
         self._spawn("kube-apiserver", self.apiserver_argv())
@@ -291,6 +360,14 @@ class LocalCluster:
     def restart_apiserver(self, timeout: float = 60.0) -> None:
         stop_processes({"kube-apiserver": self.state.pids.pop("kube-apiserver")})
         self._start_apiserver(timeout)
+
+    def restart_etcd(self, downtime: float = 0.0, timeout: float = 60.0) -> None:
+        """Stops etcd, waits `downtime` seconds, and starts it again on the same data dir and ports."""
+        stop_processes({"etcd": self.state.pids.pop("etcd")})
+        time.sleep(downtime)
+        self._start_etcd(timeout)
+        # The apiserver reconnects by itself; wait until it serves again, so callers see a healthy cluster.
+        self._wait("kube-apiserver", lambda: _https_ok(f"{self.state.server}/readyz", self.state.pki), timeout)
 
     def _start_controller_manager(self, timeout: float) -> None:
         port = free_port()
@@ -344,6 +421,33 @@ class LocalCluster:
             "--cidr=10.244.0.0/16", "--node-ip=10.1.0.1",
         ])
 
+    def _start_real_node(self, timeout: float) -> None:
+        binaries = real_node.ensure_node_binaries()
+        layout = self.node_layout
+        relay, kubelet, healthz = free_port(), free_port(), free_port()
+        self.state.ports |= {"apiserver-relay": relay, "kubelet": kubelet, "kubelet-healthz": healthz}
+        real_node.write_node_files(layout, binaries, self.state.pki, self.state.server, SANDBOX_IMAGE,
+                                   kubelet_port=kubelet, healthz_port=healthz)
+        real_node.setup_host(relay)  # undoes itself when it fails; never touches another node's bridge
+        self.state.real_node = True  # from here on, teardown undoes the host changes
+        self.state.save()
+        self._spawn("apiserver-relay", [sys.executable, "-m", "modelcache_devcluster.relay",
+                                        f"{real_node.GATEWAY}:{relay}", f"127.0.0.1:{self.state.ports['apiserver']}"])
+        env = {**os.environ, "PATH": f"{binaries.shim.parent}:{binaries.runc.parent}:{os.environ.get('PATH', '')}"}
+        self._spawn("containerd", [str(binaries.containerd), f"--config={layout.containerd_config}",
+                                   "--log-level=info"], env=env)
+        self._wait("containerd", lambda: real_node.containerd_ready(binaries.ctr, layout.containerd_socket), timeout)
+        real_node.import_images(binaries.ctr, layout.containerd_socket, self.node_images)
+        self._spawn("kubelet", real_node.kubelet_argv(self.binaries.kubelet, layout), env=env)
+        self._wait("kubelet", self._real_node_ready, timeout)
+
+    def _real_node_ready(self) -> bool:
+        raw = self.kubectl("get", "node", real_node.REAL_NODE, "-o", "json", "--ignore-not-found", check=False)
+        if not raw.strip():
+            return False
+        conditions = json.loads(raw).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
     def run_kubectl(self, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
         """Runs kubectl against this cluster; the result keeps stderr, where kubectl prints admission warnings."""
         result = subprocess.run([str(self.binaries.kubectl), f"--kubeconfig={self.state.kubeconfig}", *args],
@@ -395,6 +499,22 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def teardown(state: ClusterState) -> None:
+    """Stops every process of the cluster; with a real node, first the kubelet, then its containers (whose
+    shims outlive containerd), then containerd, and then undoes its mounts and host changes."""
+    pids = dict(state.pids)
+    if state.real_node:
+        layout = real_node.NodeLayout(Path(state.state_dir) / "node")
+        binaries = real_node.NodeBinaries.at(cache_root())
+        stop_processes({k: pids.pop(k) for k in ("kubelet",) if k in pids})
+        if "containerd" in pids and _alive(pids["containerd"]):
+            real_node.kill_containers(binaries.ctr, layout.containerd_socket)
+        stop_processes({k: pids.pop(k) for k in ("containerd", "apiserver-relay") if k in pids})
+        real_node.unmount_under(layout.root)
+        real_node.teardown_host()
+    stop_processes(pids)
 
 
 def stop_processes(pids: dict[str, int], grace: float = 10.0) -> None:

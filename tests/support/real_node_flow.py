@@ -1,0 +1,173 @@
+"""The end-to-end demo with a real node: the download Job and the serving pod run in real containers.
+
+Same cast as tests/support/demo_flow.py, but nothing runs on the host on a pod's behalf: the kubelet of the
+cluster's real node (modelcache_devcluster.node) runs the download Job from the project's own image, reaching
+the hub on the pod bridge's gateway address and the apiserver through the `kubernetes` Service address, and
+writing to the hostPath volume; then the injected StatefulSet pod (serving stand-in image) starts there with
+the cache mount and the postStart prewarm, and must become Ready. From the host, mincore checks that the
+page cache holds the model files, and the hook's log is read from the log emptyDir under the kubelet's pod
+dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from modelcache_devcluster.cluster import LocalCluster
+from modelcache_devcluster.node import GATEWAY, REAL_NODE, REAL_NODE_LABEL, REAL_NODE_TAINT
+from modelcache_operator.builders.jobs import RUN_AS_USER
+from modelcache_operator.webhook.patch import LOG_VOLUME
+from tests.hubs import package_model_files
+from tests.hubs.huggingface import HuggingFaceHub
+from tests.residency import evict, files_under, resident_fraction
+from tests.support.demo_flow import CACHE, CRD_FILE, NAMESPACE, REPO
+from tests.support.kube import Cluster, wait_for
+from tests.support.operator import OperatorProcess
+from tests.support.real_node import SERVING_IMAGE
+
+NODE_SELECTOR = {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}
+TOLERATIONS = [{"key": REAL_NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
+
+
+@dataclass(frozen=True)
+class RealDemoResult:
+    cache: dict[str, Any]
+    job_pod: Any
+    download_log: str
+    pod: Any
+    server_log: str
+    volume: Path
+    revision_dir: Path
+    prewarm_line: str
+    resident: float
+    cold_resident: float
+
+
+def client_for(cluster: LocalCluster) -> Cluster:
+    return Cluster(kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=cluster.state.kubeconfig))
+
+
+@contextlib.contextmanager
+def demo_services(cluster: LocalCluster, workdir: Path, say: Callable[[str], None]
+                  ) -> Iterator[tuple[Cluster, HuggingFaceHub, OperatorProcess]]:
+    """The CRD, a hub on the pod bridge's gateway address, and the operator (image: the one on the node)."""
+    k8s = client_for(cluster)
+    cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modelcaches.modelcache.dev")
+    hub = HuggingFaceHub(host=GATEWAY)
+    hub.add_repo(REPO, dict(package_model_files()))
+    hub.start()
+    say(f"Hugging Face protocol hub at {hub.url} (pod bridge gateway) with the real {REPO} files")
+    operator = OperatorProcess(cluster.state.kubeconfig, workdir / "operator", resync_seconds=5)
+    operator.start()
+    try:
+        yield k8s, hub, operator
+    finally:
+        operator.stop()
+        hub.stop()
+
+
+def _pod_log(k8s: Cluster, name: str, namespace: str = NAMESPACE) -> str:
+    try:
+        return str(k8s.core.read_namespaced_pod_log(name, namespace))
+    except kubernetes.client.ApiException as error:
+        return f"(no log: {error.status} {error.reason})"
+
+
+def _ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def run_real_demo(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, operator: OperatorProcess,
+                  workdir: Path, say: Callable[[str], None]) -> RealDemoResult:
+    volume = workdir / "volume"
+    volume.mkdir(parents=True, exist_ok=True)
+    # hostPath volumes get no fsGroup: the directory must already be writable for the image's non-root user.
+    os.chown(volume, RUN_AS_USER, RUN_AS_USER)
+    k8s.core.create_namespace({"metadata": {"name": NAMESPACE}})
+    wait_for(lambda: k8s.core.list_namespaced_service_account(NAMESPACE).items, 30, describe="namespace ready")
+    manifest = {
+        "apiVersion": "modelcache.dev/v1alpha1", "kind": "ModelCache", "metadata": {"name": CACHE},
+        "spec": {"source": {"huggingface": {"repo": REPO, "endpoint": hub.url}},
+                 "storage": {"hostPath": {"path": str(volume)}, "capacity": "1Gi"},
+                 "download": {"nodeSelector": NODE_SELECTOR, "tolerations": TOLERATIONS,
+                              "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                                            "limits": {"memory": "2Gi"}}},
+                 "prewarm": {"mode": "postStart", "concurrency": 4}},
+    }
+    say(f"kubectl apply ModelCache {CACHE} (hostPath volume {volume}, download Job on {REAL_NODE})")
+    k8s.create_cache(NAMESPACE, manifest)
+    job = wait_for(lambda: next(iter(k8s.jobs(NAMESPACE, CACHE)), None), 60, describe="the download Job",
+                   diagnostics=operator.log_tail)
+    selector = f"job-name={job.metadata.name}"
+
+    def job_pod_done() -> Any:
+        pods = k8s.core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
+        return next((p for p in pods if p.status.phase in ("Succeeded", "Failed")), None)
+
+    def diagnostics() -> str:
+        pods = k8s.core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
+        return "\n".join(f"{p.metadata.name} {p.spec.node_name} {p.status.phase}: {_pod_log(k8s, p.metadata.name)}"
+                         for p in pods) + "\n" + operator.log_tail()
+
+    job_pod = wait_for(job_pod_done, 300, interval=1, describe="the download Job's pod to finish",
+                       diagnostics=diagnostics)
+    download_log = _pod_log(k8s, job_pod.metadata.name)
+    for line in download_log.splitlines():
+        say(f"  downloader[{job_pod.spec.node_name}]: {line}")
+    if job_pod.status.phase != "Succeeded":
+        raise RuntimeError(f"the download pod {job_pod.metadata.name} failed:\n{download_log[-3000:]}")
+    cache = k8s.wait_phase(NAMESPACE, CACHE, "Ready", timeout=60, diagnostics=operator.log_tail)
+    revision = cache["status"]["resolvedRevision"]
+    revision_dir = volume / revision
+    files = [p for p in files_under(revision_dir) if ".modelcache" not in p.parts]
+    evict(files)
+    cold = resident_fraction(files)
+    say(f"cache Ready at {revision[:12]}; page cache emptied for {len(files)} model files ({cold:.0%} resident)")
+
+    say(f"applying a labelled StatefulSet on {REAL_NODE} ({SERVING_IMAGE}); the webhook injects the cache")
+    k8s.apps.create_namespaced_stateful_set(NAMESPACE, {
+        "metadata": {"name": "embedder"},
+        "spec": {"serviceName": "embedder", "replicas": 1, "selector": {"matchLabels": {"app": "embedder"}},
+                 "template": {
+                     "metadata": {"labels": {"app": "embedder", "modelcache.dev/inject": "true"},
+                                  "annotations": {"modelcache.dev/caches": CACHE}},
+                     "spec": {"nodeSelector": NODE_SELECTOR, "tolerations": TOLERATIONS,
+                              "terminationGracePeriodSeconds": 2,
+                              "containers": [{
+                                  "name": "server", "image": SERVING_IMAGE, "args": ["$(MODEL_DIR)"],
+                                  "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]},
+                                                     "periodSeconds": 1},
+                                  "resources": {"limits": {"memory": "4Gi"}}}]}}}})
+
+    def ready_pod() -> Any:
+        pods = k8s.core.list_namespaced_pod(NAMESPACE, label_selector="app=embedder").items
+        return pods[0] if pods and _ready(pods[0]) else None
+
+    def pod_diagnostics() -> str:
+        pods = k8s.core.list_namespaced_pod(NAMESPACE, label_selector="app=embedder").items
+        events = [f"{e.reason}: {e.message}" for e in k8s.events(NAMESPACE)][-15:]
+        return "\n".join([*(str(p.status) for p in pods), *events, operator.log_tail(20)])
+
+    pod = wait_for(ready_pod, 180, interval=1, describe="the serving pod Ready on the real node",
+                   diagnostics=pod_diagnostics)
+    resident = resident_fraction(files)
+    server_log = _pod_log(k8s, pod.metadata.name)
+    say(f"pod {pod.metadata.name} Ready on {pod.spec.node_name}; server: {server_log.strip()}")
+    log_dir = cluster.node_layout.empty_dir(pod.metadata.uid, LOG_VOLUME)
+    lines = [line for log in sorted(log_dir.glob("*")) for line in log.read_text().splitlines()]
+    prewarm_line = next((line for line in reversed(lines) if line.startswith("modelcache-prewarm")), "")
+    say(f"  postStart log ({log_dir}): {prewarm_line}")
+    say(f"page-cache residency of the model files, checked with mincore on the host: {resident:.1%}")
+    return RealDemoResult(cache=cache, job_pod=job_pod, download_log=download_log, pod=pod, server_log=server_log,
+                          volume=volume, revision_dir=revision_dir, prewarm_line=prewarm_line, resident=resident,
+                          cold_resident=cold)
+
