@@ -226,9 +226,12 @@ class Residency:
 
     def pages(self, fd: int, offset: int, length: int) -> bytes | None:
         """One byte per page of [offset, offset+length): 1 resident, 0 not. offset must be
-        page-aligned. None if the range cannot be mapped (e.g. a direct-io FUSE file)."""
+        page-aligned. None if the range cannot be mapped (e.g. a direct-io FUSE file), or if the
+        kernel would not tell this process the truth about it."""
         if length <= 0:
             return b""
+        if not mincore_truthful(os.fstat(fd).st_uid):
+            return None
         addr = self._mmap(None, length, self._prot, self._flags, fd, offset)
         if addr is None or addr == self._failed:
             return None
@@ -239,6 +242,34 @@ class Residency:
             return vec.raw.translate(self._bit)
         finally:
             self._munmap(addr, length)
+
+
+CAP_FOWNER = 3
+
+
+def _has_cap_fowner() -> bool:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_FOWNER & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+_FOWNER: list[bool] = []  # computed once
+
+
+def mincore_truthful(file_uid: int) -> bool:
+    """Since Linux 5.2 mincore reports every page of a file mapping as resident to a process that
+    neither owns the file nor holds CAP_FOWNER (nor may write it, which a read-only mount rules out).
+    A serving container running as another user than the downloader would skip everything."""
+    if file_uid == os.geteuid():
+        return True
+    if not _FOWNER:
+        _FOWNER.append(_has_cap_fowner())
+    return _FOWNER[0]
 
 
 def load_residency() -> Residency | None:
