@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup bins cluster-up cluster-down demo test lint unit component integration crd clean
+.PHONY: setup bins cluster-up cluster-up-real-node cluster-down demo test lint unit component integration crd clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Control-plane binaries from Go modules, cached under ~/.cache/modelcache-operator/bins (tens of minutes cold).
+# Control-plane binaries from Go modules, plus the real node's containerd and its images built offline from this
+# repository's Dockerfile, all cached under ~/.cache/modelcache-operator (about 30 minutes cold on 2 cores).
 bins: setup
-	$(BIN)/modelcache-devcluster build
+	$(BIN)/modelcache-devcluster build --real-node
 
 cluster-up: bins
 	$(BIN)/modelcache-devcluster up
+
+# The local control plane with one real kubelet node (containerd + runc) beside the kwok nodes.
+cluster-up-real-node: bins
+	$(BIN)/modelcache-devcluster up --real-node
 
 cluster-down: setup
 	$(BIN)/modelcache-devcluster down

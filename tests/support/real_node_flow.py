@@ -12,7 +12,6 @@ dir.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ import kubernetes
 
 from modelcache_devcluster.cluster import LocalCluster
 from modelcache_devcluster.node import GATEWAY, REAL_NODE, REAL_NODE_LABEL, REAL_NODE_TAINT
-from modelcache_operator.builders.jobs import RUN_AS_USER
 from modelcache_operator.webhook.patch import LOG_VOLUME
 from tests.hubs import package_model_files
 from tests.hubs.huggingface import HuggingFaceHub
@@ -90,8 +88,6 @@ def run_real_demo(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, oper
                   workdir: Path, say: Callable[[str], None]) -> RealDemoResult:
     volume = workdir / "volume"
     volume.mkdir(parents=True, exist_ok=True)
-    # hostPath volumes get no fsGroup: the directory must already be writable for the image's non-root user.
-    os.chown(volume, RUN_AS_USER, RUN_AS_USER)
     k8s.core.create_namespace({"metadata": {"name": NAMESPACE}})
     wait_for(lambda: k8s.core.list_namespaced_service_account(NAMESPACE).items, 30, describe="namespace ready")
     manifest = {

@@ -138,3 +138,13 @@ def test_crd_schema_is_structural() -> None:
     names = [c["name"] for c in definition["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert names == ["Model", "Revision", "Phase", "Progress", "Size", "Age"]
     assert definition["spec"]["names"]["shortNames"] == ["mc"]
+
+
+def test_hostpath_download_job_hands_the_volume_root_to_the_downloader_user() -> None:
+    job = jobs.download_job(BODY, spec(hostPath={"path": "/var/lib/models"}), "mc-dl-qwen-1", "img:1")
+    init = job["spec"]["template"]["spec"]["initContainers"]
+    assert [c["name"] for c in init] == ["volume-permissions"]
+    assert init[0]["command"] == ["chown", "65532:65532", "/cache"]  # the volume root only, not recursive
+    assert init[0]["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    nfs_job = jobs.download_job(BODY, spec(nfs={"server": "10.0.0.2", "path": "/m"}), "mc-dl-qwen-1", "img:1")
+    assert nfs_job["spec"]["template"]["spec"]["initContainers"] == []

@@ -109,6 +109,22 @@ def _resources(spec: api.ModelCacheSpec) -> dict[str, Any]:
     return {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
 
 
+def volume_permissions(spec: api.ModelCacheSpec, image: str) -> list[dict[str, Any]]:
+    """hostPath volumes get no fsGroup, and the kubelet creates the directory root-owned: hand the volume
+    root (only it, not recursively) to the image's user first, with CAP_CHOWN and nothing else."""
+    if spec.storage.hostPath is None:
+        return []
+    return [{
+        "name": "volume-permissions",
+        "image": spec.download.image or image,
+        "command": ["chown", f"{RUN_AS_USER}:{RUN_AS_USER}", CACHE_MOUNT],
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
+        "securityContext": {**RESTRICTED_SECURITY_CONTEXT, "runAsUser": 0, "runAsNonRoot": False,
+                            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}},
+        "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}],
+    }]
+
+
 def download_job(cache_body: dict[str, Any], spec: api.ModelCacheSpec, job_name: str, image: str) -> dict[str, Any]:
     namespace, cache = cache_body["metadata"]["namespace"], cache_body["metadata"]["name"]
     labels = naming.child_labels(namespace, cache, "downloader")
@@ -117,6 +133,7 @@ def download_job(cache_body: dict[str, Any], spec: api.ModelCacheSpec, job_name:
         "serviceAccountName": naming.downloader_identity_name(cache),
         "securityContext": {"runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER, "fsGroup": RUN_AS_USER,
                             "fsGroupChangePolicy": "OnRootMismatch", "runAsNonRoot": True},
+        "initContainers": volume_permissions(spec, image),
         "containers": [{
             "name": DOWNLOADER_CONTAINER,
             "image": spec.download.image or image,
