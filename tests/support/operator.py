@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -72,12 +73,21 @@ class OperatorProcess:
                 raise RuntimeError(f"operator exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1) as r:
-                    if r.status == 200:
+                    # kopf answers its liveness probe before the webhook server listens: wait for both, or
+                    # the next ModelCache write meets a refused connection (failurePolicy Fail).
+                    if r.status == 200 and self._webhook_listening():
                         return
             except OSError:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"operator not live within {timeout}s:\n{self.log_tail()}")
+
+    def _webhook_listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.webhook_port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -36,6 +36,7 @@ class Observation:
     report: api.DownloadReport | None
     secret_problem: str | None = None
     invalid_spec: str | None = None
+    storage_conflict: str | None = None
     deleting: bool = False
     deletion_blocked_by: list[str] = field(default_factory=list)
     previous: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +101,9 @@ def verdict(obs: Observation) -> Verdict:
         else:
             waiting = ("False", "Deleting", "removing the cache's children")
         return Verdict("Deleting", storage, ("Unknown", "Deleting", "the cache is being deleted"), waiting)
+    if obs.storage_conflict:
+        clash = ("False", "StorageConflict", obs.storage_conflict)
+        return Verdict("Pending", clash, clash, clash)
     if obs.secret_problem:
         blocked = ("False", "SecretNotFound", obs.secret_problem)
         return Verdict("Pending", storage, blocked, blocked)

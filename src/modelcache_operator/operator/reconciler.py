@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from ..api import v1alpha1 as api
 from ..builders import jobs, naming, status, storage
+from ..builders.conflict import StorageClaim, claim_of, storage_conflict
 from ..builders.status import JobObservation, Observation
 from . import metrics
 from .config import OperatorConfig
@@ -40,6 +41,7 @@ class ClusterView:
     jobs: Mapping[CacheKey, JobObservation] = field(default_factory=dict)
     pvc_phases: Mapping[CacheKey, str] = field(default_factory=dict)
     pods_using: Mapping[CacheKey, list[str]] = field(default_factory=dict)
+    storage_claims: tuple[StorageClaim, ...] = ()
 
 
 def with_termination_message(job: JobObservation, messages: Any) -> JobObservation:
@@ -176,6 +178,13 @@ class Reconciler:
             return self._write_status(body, obs)
 
         self._ensure_finalizer(body)
+        conflict = storage_conflict(claim_of(body), view.storage_claims)
+        if conflict:
+            # Another cache had this storage first: create nothing that could write to it.
+            obs = Observation(generation=generation, model=jobs.model_label(spec), pv_name=None, pvc_name=pvc_name,
+                              pvc_phase=None, job_name="", job=None, report=None, storage_conflict=conflict,
+                              previous=previous)
+            return self._write_status(body, obs)
         pv = storage.persistent_volume(body, spec)
         pvc = storage.persistent_volume_claim(body, spec)
         if pv:

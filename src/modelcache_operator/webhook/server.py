@@ -75,8 +75,15 @@ async def inject_pod(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **
 
 
 @kopf.on.validate(api.GROUP, api.VERSION, api.PLURAL, id=MODELCACHE_WEBHOOK_ID, operations=["CREATE", "UPDATE"])
-async def validate_cache(body: kopf.Body, warnings: list[str], **kwargs: Any) -> None:
+async def validate_cache(body: kopf.Body, warnings: list[str], operation: str | None = None,
+                         old: kopf.Body | None = None, **kwargs: Any) -> None:
     cache_index: kopf.Index[Any, Any] = kwargs["cache_index"]
+    # Storage is immutable (a CRD rule), so an update that keeps it cannot create a clash. Refusing such
+    # updates would lock two caches that slipped past this webhook out of finalizer and annotation changes,
+    # deletion included.
+    old_storage = (old.get("spec") or {}).get("storage") if old is not None else None
+    if operation == "UPDATE" and old_storage == (body.get("spec") or {}).get("storage"):
+        return
     meta = body.get("metadata", {})
     namespace, name = meta.get("namespace") or "default", meta.get("name")
     others = [
