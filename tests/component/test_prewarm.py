@@ -139,7 +139,9 @@ def test_sh_fallback_reads_hostile_names_without_running_them(tmp_path: Path) ->
     cold(files)
     line, _ = run_sh(tmp_path, "--dir", str(model), "--concurrency", "4", cwd=tmp_path)
     assert f"files={len(files)} " in line and "errors=0" in line and "timeout=false" in line
-    assert resident_fraction(files) > WARM
+    # The sh fallback cannot skip or re-check pages, and reclaim may already take some back: that the files
+    # were read at all is what matters here (cold they are under 5%).
+    assert resident_fraction(files) > 0.8
     assert not (tmp_path / CANARY).exists()
 
 

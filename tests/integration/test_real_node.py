@@ -38,9 +38,16 @@ from tests.support.real_node_flow import (
 )
 
 pytestmark = pytest.mark.integration
-SUMMARY = re.compile(r"^modelcache-prewarm: files=(?P<files>\d+) .* skipped=(?P<skipped>\d+) "
+SUMMARY = re.compile(r"^modelcache-prewarm: files=(?P<files>\d+) bytes=\S+ warmed=(?P<warmed>\S+) .* "
+                     r"skipped=(?P<skipped>\d+) "
                      r"errors=(?P<errors>\d+) timeout=(?P<timeout>true|false)$")
 MiB = 1 << 20
+UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def size_of(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(B|KiB|MiB|GiB)", text).groups()
+    return float(number) * UNITS[unit]
 
 
 @dataclass(frozen=True)
@@ -185,7 +192,8 @@ def test_vanishing_file_and_hung_read_do_not_keep_the_container_from_starting(
     m = SUMMARY.match(line)
     assert m, lines
     assert m["files"] == "3" and m["timeout"] == "true", line
-    assert " warmed=8.0MiB " in line, line  # only the slow file: the vanished one read empty, the hung one never
+    # The slow file, plus at most what the hung one delivered before it stopped answering; never the whole 16 MiB.
+    assert 8 * MiB <= size_of(m["warmed"]) < 12 * MiB, line
     # Bounded by the hook's own timeout (plus sandbox, init container and probe), not by the hung read.
     assert waited < timeout_seconds + 30, waited
 
