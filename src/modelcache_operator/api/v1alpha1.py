@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.config import JsonDict
@@ -270,12 +270,6 @@ class Progress(ApiModel):
     percent: str = Field(default="", description="Human-readable, for printer columns.")
 
 
-class RevisionStatus(ApiModel):
-    revision: str
-    state: Literal["Downloading", "Ready", "Failed", "Removing"]
-    sizeBytes: int | None = None
-
-
 Phase = Literal["Pending", "Provisioning", "Downloading", "Verifying", "Ready", "Failed", "Deleting"]
 
 
@@ -293,13 +287,4 @@ class ModelCacheStatus(ApiModel):
     pvName: str | None = None
     pvcName: str | None = None
     jobName: str | None = None
-    revisions: list[RevisionStatus] | None = None
     download: DownloadReport | None = None
-
-
-class ModelCache(ApiModel):
-    apiVersion: Literal["modelcache.dev/v1alpha1"] = API_VERSION
-    kind: Literal["ModelCache"] = KIND
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    spec: ModelCacheSpec
-    status: ModelCacheStatus | None = None

@@ -34,10 +34,6 @@ class DownloadError(Exception):
     reason: str = "Internal"
     exit_code: ExitCode = ExitCode.INTERNAL
 
-    @property
-    def retryable(self) -> bool:
-        return self.exit_code not in NON_RETRYABLE_EXIT_CODES
-
 
 class Unauthorized(DownloadError):
     reason = "Unauthorized"
