@@ -38,12 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-from kubernetes.client.exceptions import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.downloader_role import publish
 from tests.support.kube import Cluster, wait_for
-from tests.support.operator import WEBHOOK_CONFIG_NAME, OperatorProcess
+from tests.support.operator import OperatorProcess, delete_webhook_configurations
 from tests.support.serviceaccount import serviceaccount_client
 
 from modelcache_devcluster.binaries import ensure_binaries
@@ -417,13 +416,7 @@ def main() -> None:
         results["operator"] = run_operator_phase(args, cluster, k8s, operator)
         results["operator"]["tracebacks_in_log"] = operator.log_text().count("Traceback")
         operator.stop()
-        for delete in (admission.delete_mutating_webhook_configuration,
-                       admission.delete_validating_webhook_configuration):
-            try:
-                delete(WEBHOOK_CONFIG_NAME)
-            except ApiException as error:
-                if error.status != 404:
-                    raise
+        delete_webhook_configurations(k8s.client)
         if not args.no_baseline:
             results["baseline"] = run_baseline(args, cluster, k8s)
             results["ratio_operator_vs_baseline_seconds"] = (

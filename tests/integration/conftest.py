@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from modelcache_devcluster.binaries import Binaries, ensure_binaries
 from modelcache_devcluster.cluster import LocalCluster
 from tests.support.kube import Cluster, wait_for
-from tests.support.operator import WEBHOOK_CONFIG_NAME, OperatorProcess
+from tests.support.operator import WEBHOOK_CONFIG_NAME, OperatorProcess, delete_webhook_configurations
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "modelcache.dev_modelcaches.yaml"
@@ -66,15 +66,7 @@ def operator(k8s: Cluster, local_cluster: LocalCluster,
              diagnostics=process.log_tail)
     yield process
     process.stop()
-    admission = kubernetes.client.AdmissionregistrationV1Api(k8s.client)
-    # A killed operator would leave failurePolicy=Fail webhooks behind; never leak them past the session.
-    for delete in (admission.delete_mutating_webhook_configuration,
-                   admission.delete_validating_webhook_configuration):
-        try:
-            delete(WEBHOOK_CONFIG_NAME)
-        except ApiException as error:
-            if error.status != 404:
-                raise
+    delete_webhook_configurations(k8s.client)
 
 
 @pytest.fixture

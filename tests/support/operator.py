@@ -11,6 +11,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
 from modelcache_devcluster.cluster import free_port
 
 WEBHOOK_CONFIG_NAME = "modelcache-test.modelcache.dev"
@@ -114,3 +117,15 @@ class OperatorProcess:
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             return str(response.read().decode())
+
+
+def delete_webhook_configurations(client: kubernetes.client.ApiClient) -> None:
+    """A killed operator leaves its failurePolicy=Fail webhooks behind: never let them outlive a run."""
+    admission = kubernetes.client.AdmissionregistrationV1Api(client)
+    for delete in (admission.delete_mutating_webhook_configuration,
+                   admission.delete_validating_webhook_configuration):
+        try:
+            delete(WEBHOOK_CONFIG_NAME)
+        except ApiException as error:
+            if error.status != 404:
+                raise
