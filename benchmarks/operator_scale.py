@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+from kubernetes.client.exceptions import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.downloader_role import publish
@@ -242,7 +243,7 @@ def run_operator_phase(args: argparse.Namespace, cluster: LocalCluster, k8s: Clu
         threading.Thread(target=killer, args=(operator, args.kills, kill_log, observer, args.caches),
                          daemon=True).start()
     with ThreadPoolExecutor(8) as creators:
-        list(creators.map(lambda c: k8s.create_cache(c[0], cache_manifest(c[1], c[2], "mc")), caches))
+        list(creators.map(lambda c: create_retrying(k8s, c[0], cache_manifest(c[1], c[2], "mc")), caches))
     created = time.monotonic() - start
     wait_for(lambda: len(observer.ready) >= len(caches), args.timeout, interval=0.5,
              describe=f"all {len(caches)} caches Ready",
@@ -292,6 +293,20 @@ def run_operator_phase(args: argparse.Namespace, cluster: LocalCluster, k8s: Clu
         "job_uid_duplicates": {f"{k[0]}/{k[1]}": sorted(v) for k, v in duplicates.items()},
         "children": children,
     }
+
+
+def create_retrying(k8s: Cluster, namespace: str, manifest: dict[str, Any], timeout: float = 120) -> None:
+    """Creates a cache, retrying while the operator is down: the ModelCache webhook's failurePolicy is Fail,
+    so the apiserver refuses writes until the killed operator is back, as a client (or Argo CD) would see."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            k8s.create_cache(namespace, manifest)
+            return
+        except ApiException as error:
+            if error.status != 500 or "failed calling webhook" not in str(error.body) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
 
 
 def killer(operator: OperatorProcess, kills: int, log: list[float], observer: Observer, total: int) -> None:
