@@ -142,17 +142,21 @@ class Observer:
 
 # ----- process and apiserver measurements -----
 
-def proc_usage(pid: int) -> tuple[int, float]:
-    """(peak RSS bytes from VmHWM, CPU seconds user+system)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    hwm_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return hwm_kib * 1024, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+def proc_usage(pids: list[int]) -> tuple[int, float]:
+    """(sum of peak RSS bytes from VmHWM, CPU seconds user+system) over the processes."""
+    rss, cpu = 0, 0.0
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        rss += 1024 * next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return rss, cpu
 
 
-def pid(operator: OperatorProcess) -> int:
+def pids(operator: OperatorProcess) -> list[int]:
+    """The operator and its admission webhook process: both count toward its footprint."""
     assert operator.process is not None, "the operator is not running"
-    return operator.process.pid
+    return [operator.process.pid, *operator.child_pids()]
 
 
 def audit_events(path: Path, user: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
@@ -237,7 +241,7 @@ def run_operator_phase(args: argparse.Namespace, cluster: LocalCluster, k8s: Clu
     observer.start()
     time.sleep(2)  # both watches established before the first cache exists
     start_wall, start = now_utc(), time.monotonic()
-    cpu_before = proc_usage(pid(operator))[1]
+    cpu_before = proc_usage(pids(operator))[1]
     kill_log: list[float] = []
     if args.kills:
         threading.Thread(target=killer, args=(operator, args.kills, kill_log, observer, args.caches),
@@ -253,16 +257,16 @@ def run_operator_phase(args: argparse.Namespace, cluster: LocalCluster, k8s: Clu
     ready_wall = now_utc()
     wait_for(lambda: len(observer.job_complete) >= len(caches), 120, interval=0.5,
              describe="all Jobs Complete")
-    busy_rss, busy_cpu = proc_usage(pid(operator))
+    busy_rss, busy_cpu = proc_usage(pids(operator))
     metrics = operator.metrics()
     busy_requests = audit_events(cluster.audit_log_path, OPERATOR_USER, start_wall, ready_wall)
 
     # Idle: let stragglers settle for one period, then count the operator's requests over three.
     time.sleep(args.resync)
-    idle_start_wall, idle_cpu_before = now_utc(), proc_usage(pid(operator))[1]
+    idle_start_wall, idle_cpu_before = now_utc(), proc_usage(pids(operator))[1]
     time.sleep(3 * args.resync)
     idle_end_wall = now_utc()
-    idle_rss, idle_cpu_after = proc_usage(pid(operator))
+    idle_rss, idle_cpu_after = proc_usage(pids(operator))
     time.sleep(2)  # the audit log backend writes each record as the request completes; give it a moment
     idle_requests = audit_events(cluster.audit_log_path, OPERATOR_USER, idle_start_wall, idle_end_wall)
     observer.stop()

@@ -6,10 +6,27 @@ Subcommands import lazily: `purge` runs in the cleanup Job and must not load kop
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import shutil
+import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+
+
+def _start_webhook_process() -> subprocess.Popen[bytes]:
+    """The admission server runs in its own process so that admission never queues behind kopf's event
+    loop or shares its GIL (see webhook/server.py). It dies with this process, even on SIGKILL."""
+
+    def die_with_parent() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    return subprocess.Popen([sys.executable, "-m", "modelcache_operator.cli", "webhook"],
+                            preexec_fn=die_with_parent)  # noqa: PLW1509 - prctl only, no locks taken
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -18,18 +35,52 @@ def _run(args: argparse.Namespace) -> int:
 
     from .operator import handlers, metrics
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     # kopf logs every handler success; with a resync timer per cache that drowns the transitions we log.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    if handlers.CONFIG.webhook_cert:
-        from .webhook import server  # noqa: F401 - registers the admission handlers
+    webhook = None
+    stop = threading.Event()
+    if handlers.CONFIG.webhook_cert and handlers.CONFIG.webhook_key:
+        webhook = _start_webhook_process()
+
+        def stop_when_webhook_exits(process: subprocess.Popen[bytes]) -> None:
+            code = process.wait()
+            if not stop.is_set():
+                logging.error("the admission webhook process exited with %s; stopping the operator", code)
+                stop.set()
+
+        threading.Thread(target=stop_when_webhook_exits, args=(webhook,), daemon=True).start()
     else:
         logging.warning("MODELCACHE_WEBHOOK_CERT is unset: admission webhooks are off, pods are not injected")
     start_http_server(handlers.CONFIG.metrics_port, registry=metrics.REGISTRY)
     namespaces = handlers.CONFIG.namespaces
-    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
-             liveness_endpoint=args.liveness)
+    try:
+        kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
+                 liveness_endpoint=args.liveness, stop_flag=stop)
+    finally:
+        webhook_failed = stop.is_set()
+        stop.set()
+        if webhook is not None and webhook.poll() is None:
+            webhook.terminate()
+            webhook.wait(10)
+    return 1 if webhook_failed else 0
+
+
+def _webhook(_: argparse.Namespace) -> int:
+    from .operator.config import OperatorConfig
+    from .webhook.server import serve
+
+    _configure_logging()
+    config = OperatorConfig.from_env()
+    if not (config.webhook_cert and config.webhook_key):
+        logging.error("MODELCACHE_WEBHOOK_CERT and MODELCACHE_WEBHOOK_KEY are required")
+        return 2
+    serve(config, config.webhook_cert, config.webhook_key)
     return 0
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -71,8 +122,9 @@ def _purge(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelcache-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the operator and its admission webhook")
+    run = sub.add_parser("run", help="run the operator and, in a child process, its admission webhook")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint")
+    sub.add_parser("webhook", help="run only the admission webhook server (`run` starts it for you)")
     crd = sub.add_parser("crd", help="print the ModelCache CRD generated from the API models")
     crd.add_argument("-o", "--output", help="write to this file instead of stdout")
     crd.add_argument("--chart-template", metavar="PATH",
@@ -82,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     purge = sub.add_parser("purge", help="delete all cached files under a volume root (cleanup Job)")
     purge.add_argument("--root", required=True)
     args = parser.parse_args(argv)
-    handler = {"run": _run, "crd": _crd, "docs": _docs, "purge": _purge}[args.command]
+    handler = {"run": _run, "webhook": _webhook, "crd": _crd, "docs": _docs, "purge": _purge}[args.command]
     return handler(args)
 
 

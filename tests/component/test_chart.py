@@ -12,6 +12,7 @@ import yaml
 
 from modelcache_devcluster.binaries import ensure_binaries
 from modelcache_operator.api.crd import custom_resource_definition
+from modelcache_operator.webhook.registration import webhook_configurations
 from modelcache_operator.webhook.server import MODELCACHE_WEBHOOK_ID, POD_WEBHOOK_ID
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,7 +152,7 @@ def test_deployment_is_single_restricted_and_probed(defaults: list[dict[str, Any
     assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert main["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
     assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"webhook": 9443, "metrics": 9090,
-                                                                      "healthz": 8080}
+                                                                      "webhook-metrics": 9091, "healthz": 8080}
     assert main["resources"]["requests"] and main["resources"]["limits"]["memory"]
     mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -160,6 +161,7 @@ def test_deployment_is_single_restricted_and_probed(defaults: list[dict[str, Any
     values = env(defaults)
     assert values["MODELCACHE_WEBHOOK_CERT"] == "/etc/modelcache/webhook/tls.crt"
     assert values["MODELCACHE_WEBHOOK_KEY"] == "/etc/modelcache/webhook/tls.key"
+    assert values["MODELCACHE_WEBHOOK_METRICS_PORT"] == "9091"
     assert values["MODELCACHE_IMAGE"] == main["image"]
     assert values["MODELCACHE_NAMESPACES"] == ""
     assert "MODELCACHE_WEBHOOK_MANAGED" not in values, "the chart renders the webhook configurations itself"
@@ -170,7 +172,8 @@ def test_services(defaults: list[dict[str, Any]]) -> None:
     webhook = services[f"{FULLNAME}-webhook"]["spec"]
     assert webhook["ports"] == [{"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
     metrics = services[f"{FULLNAME}-metrics"]
-    assert metrics["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert [(p["port"], p["targetPort"]) for p in metrics["spec"]["ports"]] == [
+        (9090, "metrics"), (9091, "webhook-metrics")]
     assert metrics["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
     pod_labels = one(defaults, "Deployment")["spec"]["template"]["metadata"]["labels"]
     for service in services.values():
@@ -184,7 +187,7 @@ def test_pod_webhook(defaults: list[dict[str, Any]]) -> None:
     assert hook["objectSelector"] == {"matchLabels": {"modelcache.dev/inject": "true"}}
     assert hook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"],
                               "operations": ["CREATE"], "scope": "Namespaced"}]
-    # kopf's WebhookServer routes POST /{handler id}.
+    # The webhook process (webhook/server.py) routes POST /{webhook id}.
     assert hook["clientConfig"]["service"] == {"name": f"{FULLNAME}-webhook", "namespace": NAMESPACE,
                                                "path": f"/{POD_WEBHOOK_ID}", "port": 443}
     [excluded] = hook["namespaceSelector"]["matchExpressions"]
@@ -199,6 +202,18 @@ def test_modelcache_webhook(defaults: list[dict[str, Any]]) -> None:
     assert hook["rules"][0]["resources"] == ["modelcaches"]
     assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
     assert "namespaceSelector" not in hook
+
+
+def test_development_registration_matches_the_chart(defaults: list[dict[str, Any]]) -> None:
+    """Development clusters get their webhook configurations from webhook/registration.py, installs from
+    the chart: both must send the same requests with the same policies."""
+    dev = {c["kind"]: c["webhooks"][0] for c in webhook_configurations("dev", "https://127.0.0.1:9443", b"ca")}
+    for kind, chart_hook in ((k, one(defaults, k)["webhooks"][0]) for k in dev):
+        dev_hook = dev[kind]
+        for field in ("name", "admissionReviewVersions", "sideEffects", "failurePolicy", "matchPolicy",
+                      "timeoutSeconds", "rules", "objectSelector", "reinvocationPolicy"):
+            assert dev_hook.get(field) == chart_hook.get(field), (kind, field)
+        assert dev_hook["clientConfig"]["url"].endswith(chart_hook["clientConfig"]["service"]["path"])
 
 
 def test_self_signed_tls_serves_the_webhook_service(defaults: list[dict[str, Any]], tmp_path: Path) -> None:
@@ -244,7 +259,7 @@ def test_non_default_values(custom: list[dict[str, Any]]) -> None:
     monitor = one(custom, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "metrics"
-    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics", "webhook-metrics"]
     values = env(custom)
     assert container(custom)["image"] == "registry.example.com/mc:1.2.3"
     assert values["MODELCACHE_IMAGE"] == "registry.example.com/mc:1.2.3"

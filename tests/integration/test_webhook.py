@@ -4,7 +4,10 @@ ModelCaches that clash on storage are refused."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,7 +52,7 @@ def serving_pod(name: str, caches: str, labels: dict[str, str] | None = None, me
 
 
 def _webhook_calls(operator: OperatorProcess) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in operator.metrics().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in operator.webhook_metrics().splitlines()
                if line.startswith("modelcache_webhook_duration_seconds_count"))
 
 
@@ -196,3 +199,43 @@ def _created(k8s: Cluster, namespace: str, pod: dict[str, Any]) -> bool:
     except ApiException:
         return False
     return True
+
+
+def _own_operator(local_cluster: LocalCluster, workdir: Path) -> OperatorProcess:
+    # manage_webhooks=False: the session operator's webhook configurations must keep pointing at it.
+    operator = OperatorProcess(local_cluster.state.kubeconfig, workdir, manage_webhooks=False)
+    operator.start()
+    assert operator.process is not None
+    return operator
+
+
+def test_operator_exits_when_its_webhook_process_dies(local_cluster: LocalCluster, tmp_path: Path) -> None:
+    operator = _own_operator(local_cluster, tmp_path)
+    assert operator.process is not None
+    try:
+        [webhook] = operator.child_pids()
+        os.kill(webhook, signal.SIGKILL)
+        assert operator.process.wait(30) == 1, operator.log_tail()
+        assert "admission webhook process exited" in operator.log_text()
+    finally:
+        operator.stop()
+
+
+def test_webhook_process_dies_with_a_sigkilled_operator(local_cluster: LocalCluster, tmp_path: Path) -> None:
+    operator = _own_operator(local_cluster, tmp_path)
+    assert operator.process is not None
+    try:
+        [webhook] = operator.child_pids()
+        os.kill(operator.process.pid, signal.SIGKILL)  # the operator alone, not its process group
+        operator.process.wait(10)
+        wait_for(lambda: not Path(f"/proc/{webhook}").exists() or "Z" in _state(webhook), 10,
+                 describe="the orphaned webhook process to die")
+    finally:
+        operator.stop()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

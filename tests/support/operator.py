@@ -46,6 +46,7 @@ class OperatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
         self.webhook_port = free_port()
+        self.webhook_metrics_port = free_port()
         self.liveness_port = free_port()
 
     @property
@@ -56,6 +57,7 @@ class OperatorProcess:
             "MODELCACHE_RESYNC_SECONDS": str(self.resync_seconds),
             "MODELCACHE_METRICS_PORT": str(self.metrics_port),
             "MODELCACHE_WEBHOOK_PORT": str(self.webhook_port),
+            "MODELCACHE_WEBHOOK_METRICS_PORT": str(self.webhook_metrics_port),
             "MODELCACHE_WEBHOOK_HOST": "127.0.0.1",
             "MODELCACHE_WEBHOOK_CERT": str(self.cert),
             "MODELCACHE_WEBHOOK_KEY": str(self.key),
@@ -76,7 +78,7 @@ class OperatorProcess:
                 raise RuntimeError(f"operator exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1) as r:
-                    # kopf answers its liveness probe before the webhook server listens: wait for both, or
+                    # kopf answers its liveness probe before the webhook process listens: wait for both, or
                     # the next ModelCache write meets a refused connection (failurePolicy Fail).
                     if r.status == 200 and self._webhook_listening():
                         return
@@ -105,6 +107,20 @@ class OperatorProcess:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def child_pids(self) -> list[int]:
+        """The processes the operator started: its admission webhook process."""
+        if self.process is None:
+            return []
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # the process ended while we looked
+            if ppid == self.process.pid:
+                found.append(int(stat.parent.name))
+        return found
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -115,7 +131,15 @@ class OperatorProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+        return self._scrape(self.metrics_port)
+
+    def webhook_metrics(self) -> str:
+        """The admission webhook runs in its own process, with its own metrics endpoint."""
+        return self._scrape(self.webhook_metrics_port)
+
+    @staticmethod
+    def _scrape(port: int) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             return str(response.read().decode())
 
 

@@ -71,19 +71,25 @@ def load_manifest(path: Path) -> Manifest:
     return Manifest.model_validate_json(path.read_bytes())
 
 
+def size_problems(directory: Path, files: Iterable[tuple[str, int]]) -> list[str]:
+    """One line per (path, size) that is not a regular file of that size under directory."""
+    problems = []
+    for path, size in files:
+        p = directory / path
+        if p.is_symlink() or not p.is_file():
+            problems.append(f"{path}: missing or not a regular file")
+        elif p.stat().st_size != size:
+            problems.append(f"{path}: {p.stat().st_size} bytes, expected {size}")
+    return problems
+
+
 def verify_manifest(directory: Path) -> Manifest:
     """Check that every listed file is a regular file of the listed size; raise ManifestInvalid if not.
 
     Sizes only: hashing a multi-GB model on every start would cost a full read of the volume.
     """
     manifest = load_manifest(manifest_path(directory))
-    problems = []
-    for f in manifest.files:
-        p = directory / f.path
-        if p.is_symlink() or not p.is_file():
-            problems.append(f"{f.path}: missing or not a regular file")
-        elif p.stat().st_size != f.size:
-            problems.append(f"{f.path}: size {p.stat().st_size}, manifest says {f.size}")
+    problems = size_problems(directory, ((f.path, f.size) for f in manifest.files))
     total = sum(f.size for f in manifest.files)
     if manifest.fileCount != len(manifest.files) or manifest.totalBytes != total:
         problems.append("fileCount/totalBytes disagree with files")

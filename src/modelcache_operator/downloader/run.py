@@ -32,6 +32,7 @@ from .manifest import (
     model_info,
     now_rfc3339,
     read_config,
+    size_problems,
     verify_manifest,
     write_manifest,
 )
@@ -347,13 +348,7 @@ class Downloader:
     # ----- publish -----
 
     def _publish(self, plan: Plan, target: Path, hashes: dict[str, str]) -> Manifest:
-        problems = []
-        for f in plan.files:
-            p = target / f.path
-            if p.is_symlink() or not p.is_file():
-                problems.append(f"{f.path} is missing or not a regular file")
-            elif p.stat().st_size != f.size:
-                problems.append(f"{f.path} has {p.stat().st_size} bytes, expected {f.size}")
+        problems = size_problems(target, ((f.path, f.size) for f in plan.files))
         if problems:
             raise ChecksumMismatch("; ".join(problems[:5]))
         for dirpath, dirnames, filenames in os.walk(target):

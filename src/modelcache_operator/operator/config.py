@@ -12,6 +12,7 @@ class OperatorConfig:
     resync_seconds: float
     metrics_port: int
     webhook_port: int
+    webhook_metrics_port: int
     webhook_host: str
     webhook_cert: str | None
     webhook_key: str | None
@@ -27,6 +28,7 @@ class OperatorConfig:
             resync_seconds=float(env.get("MODELCACHE_RESYNC_SECONDS", "30")),
             metrics_port=int(env.get("MODELCACHE_METRICS_PORT", "9090")),
             webhook_port=int(env.get("MODELCACHE_WEBHOOK_PORT", "9443")),
+            webhook_metrics_port=int(env.get("MODELCACHE_WEBHOOK_METRICS_PORT", "9091")),
             webhook_host=env.get("MODELCACHE_WEBHOOK_HOST", "0.0.0.0"),  # noqa: S104 - in-cluster Service target
             webhook_cert=env.get("MODELCACHE_WEBHOOK_CERT"),
             webhook_key=env.get("MODELCACHE_WEBHOOK_KEY"),

@@ -25,6 +25,10 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     "Job": ("/apis/batch/v1", "jobs", True),
     api.KIND: (f"/apis/{api.API_VERSION}", api.PLURAL, True),
+    # Development only: the webhook process registers itself when MODELCACHE_WEBHOOK_MANAGED is set.
+    "MutatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", False),
+    "ValidatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations",
+                                       False),
 }
 
 

@@ -19,9 +19,6 @@ DOWNLOAD_SECONDS = Histogram("modelcache_download_job_duration_seconds",
 API_WRITES = Counter("modelcache_api_writes_total", "Writes the operator sent to the apiserver.", ["kind"],
                      registry=REGISTRY)
 CACHES = Gauge("modelcache_caches", "ModelCaches by phase.", ["phase"], registry=REGISTRY)
-WEBHOOK_SECONDS = Histogram("modelcache_webhook_duration_seconds", "Pod mutation time inside the webhook.",
-                            ["result"], registry=REGISTRY,
-                            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1))
 
 PHASES = ("Pending", "Provisioning", "Downloading", "Verifying", "Ready", "Failed", "Deleting")
 

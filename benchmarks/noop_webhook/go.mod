@@ -1,0 +1,3 @@
+module modelcache.dev/benchmarks/noop_webhook
+
+go 1.26
