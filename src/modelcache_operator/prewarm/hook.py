@@ -13,6 +13,10 @@ FALLBACK = "prewarm.sh"
 # python3 (3.8+) runs prewarm.py, else the sh fallback; both bound themselves by the timeout and
 # exit 0. `timeout` (where present and working) is an outer guard in case python3 itself hangs.
 # `-I -S`: ignore the image's PYTHON* variables and site-packages; prewarm.py is stdlib-only.
+# No separate version probe (a whole interpreter start-up on every pod start): prewarm.py exits
+# 0 once it runs, 3 on Python < 3.8; 1 (SyntaxError on older 3.x) or 2 (no -I: Python 2) mean it
+# could not run. Those three fall back to prewarm.sh; anything else (e.g. 137 from the guard's
+# KILL) does not, so a timed-out run is never repeated.
 POSTSTART_SCRIPT = r"""
 tools=$1 conc=$2 to=$3 log=$4
 shift 4
@@ -22,12 +26,12 @@ shift "$n"
 set -- --concurrency "$conc" --timeout "$to" --log-file "$log" "$@"
 guard=
 if timeout 5 true >/dev/null 2>&1; then guard="timeout -s KILL $((${to%%.*} + 30))"; fi
-if command -v python3 >/dev/null 2>&1 \
-   && python3 -I -S -c 'import sys; sys.exit(sys.version_info < (3, 8))' >/dev/null 2>&1; then
+rc=127
+if command -v python3 >/dev/null 2>&1; then
   $guard python3 -I -S "$tools/prewarm.py" warm "$@"
-else
-  $guard sh "$tools/prewarm.sh" "$@"
+  rc=$?
 fi
+case $rc in 1|2|3|127) $guard sh "$tools/prewarm.sh" "$@" ;; esac
 exit 0
 """
 

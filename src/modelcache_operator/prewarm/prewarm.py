@@ -8,32 +8,38 @@ and the serving image's own ``python3`` runs it from a postStart hook.
     prewarm.py wait --dir DIR [--timeout S] [--interval S]
     prewarm.py install DEST_DIR
 
-``warm`` always exits 0 within ``--timeout``: a hook that fails or hangs would block the pod.
+``warm`` always exits 0 within ``--timeout``: a hook that fails or hangs would block the pod. The
+one exception is exit 3 on a Python older than 3.8, so the hook can fall back to prewarm.sh.
 
 How ``warm`` reads: each file is split into a few large contiguous ranges (about ``total /
-concurrency`` bytes, never smaller than ``--chunk-bytes``), one open file handle per range, read
-front to back with big sequential reads, so concurrency spreads across files and within big files.
-On FUSE mounts (s3fs, ossfs, ...) each file is read by one handle from its start: these daemons
-serialise the reads of one file and prefetch only ahead of a sequential reader, so parallel ranges
-of one file are slower there than one stream. Pages already resident (mincore) are skipped, so a
-re-run only costs one mincore call per range.
+concurrency`` bytes, never smaller than ``--chunk-bytes``), one open file handle per range, pulled
+front to back into the page cache with sendfile(2) to /dev/null (no copy to user space), so
+concurrency spreads across files and within big files. On FUSE mounts (s3fs, ossfs, ...) each file
+is read by one handle from its start with 128 KiB reads, at most ``FUSE_FILES_IN_FLIGHT`` files at
+once: these daemons serialise the reads of one file and prefetch only ahead of a sequential reader.
+Pages already resident are skipped, so a re-run costs one cachestat/mincore call per range.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, NamedTuple
+from collections import namedtuple
 
+# Not `typing`: importing it (and the `re` it pulls in) is ~10 ms of every pod start. mypy treats
+# any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import NamedTuple
 
-# Heavier modules (argparse, json, subprocess, ctypes, shutil) are imported where they are used:
-# the warm path's fixed cost is paid on every pod start, even when everything is already cached.
+# Heavier modules (argparse, json, ctypes, shutil) are imported where they are used: the warm
+# path's fixed cost is paid on every pod start, even when everything is already cached.
 # ruff: noqa: PLC0415
 
 PREFIX = "modelcache-prewarm:"
@@ -48,25 +54,35 @@ DEFAULT_CHUNK = 32 << 20
 # downloading tens of MiB, so chasing scattered holes costs more than the holes are worth.
 FUSE_REREAD_SHARE = 0.02
 READ_BYTES = 8 << 20
+SPLICE_BYTES = 8 << 20  # per sendfile call: a stop request is seen within one
 # On FUSE, reads the size of the kernel's own FUSE requests: one big read fans out into many
 # concurrent FUSE reads of one file, which s3fs/ossfs serialise and prefetch for one by one.
 FUSE_READ_BYTES = 128 << 10
+# FUSE files read at once, whatever --concurrency says: one s3fs process served the same ~200 MiB/s
+# to 1, 2, 4 or 8 readers, and more readers only burned its CPU (16 in flight: 0.6-0.7x the seed
+# hook's 4; BENCHMARKS.md, "Prewarm").
+FUSE_FILES_IN_FLIGHT = 4
 # Resident holes smaller than this between two cold runs are re-read rather than split into
 # separate small reads: one larger sequential read is cheaper than two seeks.
 MERGE_GAP = 1 << 20
 SH_FALLBACK = "prewarm.sh"
 
 
-class FileEntry(NamedTuple):
-    path: str
-    size: int
-    fuse: bool = False  # on a FUSE mount
+if TYPE_CHECKING:
 
+    class FileEntry(NamedTuple):
+        path: str
+        size: int
+        fuse: bool = False  # on a FUSE mount
 
-class Chunk(NamedTuple):
-    file: int  # index into the file list
-    offset: int
-    length: int
+    class Chunk(NamedTuple):
+        file: int  # index into the file list
+        offset: int
+        length: int
+
+else:
+    FileEntry = namedtuple("FileEntry", "path size fuse", defaults=(False,))
+    Chunk = namedtuple("Chunk", "file offset length")
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,7 +218,9 @@ def plan_chunks(files: list[FileEntry], concurrency: int, min_range: int) -> lis
 
 
 class Residency:
-    """Page-cache residency of file ranges via mmap + mincore, without touching the pages."""
+    """Page-cache residency of file ranges via mmap + mincore, without touching the pages; counts
+    via cachestat(2) (Linux 6.5+) where it answers, which is ~6x cheaper per page than mincore
+    and is most of what a warm re-run does (2 GiB: 13 ms vs 78 ms of CPU)."""
 
     def __init__(self) -> None:
         import ctypes
@@ -223,6 +241,27 @@ class Residency:
         self._mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
         # mincore only defines the low bit of each byte; map every byte to 0 or 1.
         self._bit = bytes(i & 1 for i in range(256))
+        self._syscall = libc.syscall
+        self._syscall.restype = ctypes.c_long
+        self._range = (ctypes.c_uint64 * 2)()  # struct cachestat_range {off, len}
+        self._stat = (ctypes.c_uint64 * 5)()  # struct cachestat {nr_cache, nr_dirty, ...}
+        self._lock = threading.Lock()  # guards the two structs
+        self._cachestat = sys.platform.startswith("linux")
+
+    def count(self, fd: int, offset: int, length: int) -> int | None:
+        """Resident pages of [offset, offset+length) by cachestat(2), or None where it is
+        unavailable (older kernel, seccomp) or would not tell this process the truth."""
+        if not self._cachestat or length <= 0 or not mincore_truthful(os.fstat(fd).st_uid):
+            return None
+        c = self._ctypes
+        with self._lock:
+            self._range[0], self._range[1] = offset, length
+            # 451 is cachestat on every architecture (the generic syscall table).
+            if self._syscall(c.c_long(451), c.c_long(fd), self._range, self._stat, c.c_long(0)) != 0:
+                if c.get_errno() in (38, 1):  # ENOSYS, EPERM: never going to work here
+                    self._cachestat = False
+                return None
+            return int(self._stat[0])
 
     def pages(self, fd: int, offset: int, length: int) -> bytes | None:
         """One byte per page of [offset, offset+length): 1 resident, 0 not. offset must be
@@ -329,13 +368,15 @@ class Stats:
                 else:
                     self.errors += 1
 
-    def checked(self, vec: bytes | None, length: int) -> None:
+    def checked(self, resident: int | None, length: int) -> None:
+        """Records a range of length bytes left with `resident` pages in the cache (None:
+        unknown)."""
         with self.lock:
             self.checked_pages += (length + PAGE - 1) // PAGE
-            if vec is None or self.resident_pages is None:
+            if resident is None or self.resident_pages is None:
                 self.resident_pages = None
             else:
-                self.resident_pages += vec.count(1)
+                self.resident_pages += resident
 
     def resident(self) -> float | None:
         """Fraction of all pages resident right after their range was warmed, or None if
@@ -358,10 +399,32 @@ def _read_range(fd: int, offset: int, length: int, buf: memoryview, stop: thread
     return done
 
 
+def _splice_range(fd: int, offset: int, length: int, sink: int, stop: threading.Event) -> int | None:
+    """Pulls a range into the page cache with sendfile(2) to /dev/null: the kernel reads the pages
+    but copies nothing to user space (on local disk: the same speed as 4 reading threads at ~1/20
+    of their CPU). None if this file system cannot splice; the caller then reads."""
+    done = 0
+    while done < length and not stop.is_set():
+        try:
+            n = os.sendfile(sink, fd, offset + done, min(SPLICE_BYTES, length - done))
+        except OSError as e:
+            if done == 0 and e.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                return None
+            raise
+        if n <= 0:  # truncated underneath us
+            break
+        done += n
+    return done
+
+
 def warm_chunk(
     files: list[FileEntry], chunk: Chunk, res: Residency | None, stats: Stats,
-    *, buf: memoryview, stop: threading.Event,
+    *, buf: Callable[[], memoryview], stop: threading.Event, sink: int | None = None,
 ) -> None:
+    """Reads the cold pages of one range: spliced into `sink` (/dev/null) on local file systems,
+    read into buf() on FUSE (128 KiB reads suit s3fs/ossfs best) or where splicing is refused.
+    buf() allocates the worker's buffer on first use: zeroing 16 idle 8 MiB buffers used to cost a
+    warm re-run more than its mincore checks."""
     entry = files[chunk.file]
     try:
         # O_NONBLOCK: a FIFO swapped in after planning must not block the open.
@@ -376,25 +439,46 @@ def warm_chunk(
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             stats.fail(chunk.file, vanished=True)
             return
-        vec = res.pages(fd, chunk.offset, chunk.length) if res else None
-        runs = [(chunk.offset, chunk.length)] if vec is None else cold_runs(vec, chunk.offset, chunk.length)
-        if entry.fuse and vec is not None and vec.count(0) < FUSE_REREAD_SHARE * len(vec):
+        npages = (chunk.length + PAGE - 1) // PAGE
+        # A range already resident in full (every range of a warm re-run) costs one cachestat.
+        before = res.count(fd, chunk.offset, chunk.length) if res else None
+        vec = None
+        if before is not None and before >= npages:
             runs = []
+        else:
+            vec = res.pages(fd, chunk.offset, chunk.length) if res else None
+            runs = [(chunk.offset, chunk.length)] if vec is None else cold_runs(vec, chunk.offset, chunk.length)
+            before = None if vec is None else vec.count(1)
+            if entry.fuse and vec is not None and vec.count(0) < FUSE_REREAD_SHARE * len(vec):
+                runs = []
         if runs:
             # Doubles the kernel's readahead window on this handle: the whole range is wanted.
             os.posix_fadvise(fd, chunk.offset, chunk.length, os.POSIX_FADV_SEQUENTIAL)
+            os.set_blocking(fd, True)  # a regular file: O_NONBLOCK only guarded the open
         for off, length in runs:
             if stop.is_set():
                 return
-            stats.add(_read_range(fd, off, length, buf[:FUSE_READ_BYTES] if entry.fuse else buf, stop))
+            spliced = None if entry.fuse or sink is None else _splice_range(fd, off, length, sink, stop)
+            if spliced is None:
+                spliced = _read_range(fd, off, length, buf()[:FUSE_READ_BYTES] if entry.fuse else buf(), stop)
+            stats.add(spliced)
         if res is not None:
             # Checked right after reading: on nodes with proactive reclaim, a check at the very
             # end would already miss pages that were resident when the server could use them.
-            stats.checked(res.pages(fd, chunk.offset, chunk.length) if runs else vec, chunk.length)
+            stats.checked(resident_count(res, fd, chunk) if runs else before, chunk.length)
     except OSError:
         stats.fail(chunk.file, vanished=False)
     finally:
         os.close(fd)
+
+
+def resident_count(res: Residency, fd: int, chunk: Chunk) -> int | None:
+    """Resident pages of a range just read: cachestat, else mincore."""
+    n = res.count(fd, chunk.offset, chunk.length)
+    if n is None:
+        vec = res.pages(fd, chunk.offset, chunk.length)
+        n = None if vec is None else vec.count(1)
+    return n
 
 
 def human(n: float) -> str:
@@ -475,27 +559,40 @@ def warm_in_process(
         stats = Stats(len(files), sum(f.size for f in files), sum(-(-f.size // PAGE) for f in files))
         stats.skipped = skipped
         chunks = plan_chunks(files, concurrency, chunk_bytes)
-        pending = iter(chunks)
+        local = [c for c in chunks if not files[c.file].fuse]
+        fuse = [c for c in chunks if files[c.file].fuse]
+        pools = [(iter(local), min(concurrency, len(local))),
+                 (iter(fuse), min(concurrency, FUSE_FILES_IN_FLIGHT, len(fuse)))]
         take = threading.Lock()
         res = load_residency()
         if res is None:
             notes.append("mincore unavailable; reading everything")
+        try:
+            sink: int | None = os.open(os.devnull, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            sink = None  # no /dev/null in this image: read instead of splicing
 
-        def worker() -> None:
-            buf = memoryview(bytearray(READ_BYTES))
+        def worker(pending: Iterator[Chunk]) -> None:
+            bufs: list[memoryview] = []
+
+            def buf() -> memoryview:
+                if not bufs:
+                    bufs.append(memoryview(bytearray(READ_BYTES)))
+                return bufs[0]
+
             while not stop.is_set():
                 with take:
                     chunk = next(pending, None)
                 if chunk is None:
                     return
                 try:
-                    warm_chunk(files, chunk, res, stats, buf=buf, stop=stop)
+                    warm_chunk(files, chunk, res, stats, buf=buf, stop=stop, sink=sink)
                 except Exception:  # never let one chunk kill a worker
                     stats.fail(chunk.file, vanished=False)
 
         threads = [
-            threading.Thread(target=worker, name=f"warm-{i}", daemon=True)
-            for i in range(max(1, min(concurrency, len(chunks))))
+            threading.Thread(target=worker, args=(pending,), name=f"warm-{i}", daemon=True)
+            for pending, workers in pools for i in range(workers)
         ]
         for t in threads:
             t.start()
@@ -520,34 +617,41 @@ def warm_in_process(
 
 def warm(roots: list[str], concurrency: int, timeout: float, chunk_bytes: int, log_file: str | None) -> int:
     """Runs warm_in_process in a child and relays its report, returning by the timeout even if
-    the child is stuck in a FUSE read (such a child exits once the mount answers or goes away)."""
-    import subprocess
-
-    child_args = [a for d in roots for a in ("--dir", d)] + [
-        "--concurrency", str(concurrency), "--chunk-bytes", str(chunk_bytes),
-        # Leave the child's report time to reach us before our own deadline.
-        "--timeout", str(max(0.1, timeout - min(0.5, timeout * 0.1))), "--in-process",
-    ]
+    the child is stuck in a FUSE read (such a child exits once the mount answers or goes away).
+    The child is a fork of this process, not a new interpreter: a warm re-run is mostly fixed
+    cost, and a second Python start-up (plus importing subprocess) was a large share of it."""
+    child_timeout = max(0.1, timeout - min(0.5, timeout * 0.1))  # leaves its report time to reach us
     reporter = Reporter(log_file)
     lines: list[str] = []
     reported = threading.Event()
     start = time.monotonic()
     try:
-        child = subprocess.Popen(
-            [sys.executable, "-I", "-S", os.path.abspath(__file__), "warm", *child_args],  # stdlib only: skip site
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        sys.stdout.flush()  # nothing buffered may be written twice
+        rfd, wfd = os.pipe()
+        pid = os.fork()  # before any thread of ours exists
     except OSError as e:
         reporter.emit([f"{PREFIX} error: cannot start worker: {e}; nothing warmed"])
         return 0
+    if pid == 0:  # the child: warm, report on the pipe, never return into the caller
+        try:
+            os.close(rfd)
+            os.setsid()  # out of the hook's process group
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(wfd, 1)
+            os.dup2(null, 2)
+            warm_in_process(roots, concurrency, child_timeout, chunk_bytes, None)
+            sys.stdout.flush()
+        finally:
+            os._exit(0)
+    os.close(wfd)
 
     def pump() -> None:
-        assert child.stdout is not None
-        for raw in child.stdout:
-            lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-            if " timeout=" in lines[-1]:
-                break
+        with os.fdopen(rfd, "rb") as out:
+            for raw in out:
+                lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                if " timeout=" in lines[-1]:
+                    break
         reported.set()
 
     threading.Thread(target=pump, daemon=True).start()
@@ -555,7 +659,7 @@ def warm(roots: list[str], concurrency: int, timeout: float, chunk_bytes: int, l
         lines.append(f"{PREFIX} worker silent (stuck before it could report)")
         lines.append(summary(Stats(0, 0), time.monotonic() - start, None, timed_out=True))
     reporter.emit(list(lines))
-    return 0
+    return 0  # the child is reaped when we exit (a stuck one by init)
 
 
 def manifest_ready(root: str) -> bool:
@@ -666,6 +770,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.version_info < (3, 8):  # noqa: UP036 - the serving image's python3, not ours
+        sys.exit(3)  # the hook runs prewarm.sh instead
     # os._exit skips joining worker threads that may sit in a hung read.
     code = main()
     sys.stdout.flush()
