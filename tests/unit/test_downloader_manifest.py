@@ -56,7 +56,7 @@ def test_write_load_verify(tmp_path: Path) -> None:
     assert verify_manifest(tmp_path) == m
     assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]  # no temp file left
     (tmp_path / "a" / "w.bin").write_bytes(b"short")
-    with pytest.raises(ManifestInvalid, match=r"a/w\.bin: size 5"):
+    with pytest.raises(ManifestInvalid, match=r"a/w\.bin: 5 bytes, expected 10"):
         verify_manifest(tmp_path)
     (tmp_path / "a" / "w.bin").unlink()
     (tmp_path / "a" / "w.bin").symlink_to(tmp_path / "elsewhere")
