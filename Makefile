@@ -33,8 +33,8 @@ demo: bins
 	$(BIN)/python hack/demo.py
 
 crd: setup
-	$(BIN)/modelcache-operator crd -o crds/modelcache.dev_modelcaches.yaml
-	$(BIN)/modelcache-operator crd --chart-template charts/modelcache-operator/templates/crd-modelcaches.yaml
+	$(BIN)/modelcache-operator crd -o crds --chart-template charts/modelcache-operator/templates/crds.yaml
+	$(BIN)/modelcache-operator docs -o docs/reference.md
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks hack

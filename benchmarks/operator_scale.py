@@ -48,12 +48,12 @@ from tests.support.serviceaccount import serviceaccount_client
 
 from modelcache_devcluster.binaries import ensure_binaries
 from modelcache_devcluster.cluster import LocalCluster
-from modelcache_operator.api import v1alpha1 as api
+from modelcache_operator.api import v1alpha2 as api
 from modelcache_operator.builders import jobs, naming, storage
 from modelcache_operator.downloader.report import KubernetesStatusReporter
 
 REPO = Path(__file__).resolve().parents[1]
-CRD_FILE = REPO / "crds" / "modelcache.dev_modelcaches.yaml"
+CRD_DIR = REPO / "crds"
 OPERATOR_USER = "modelcache-operator"
 BASELINE_USER = "baseline-script"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -423,8 +423,7 @@ def main() -> None:
     try:
         admin = client_for(cluster.state.kubeconfig)
         k8s = Cluster(admin)
-        cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modelcaches.modelcache.dev")
+        cluster.install_crds(CRD_DIR)
         kubeconfig = cluster.user_kubeconfig(OPERATOR_USER, ("system:masters",))
         operator = OperatorProcess(str(kubeconfig), workdir / "operator", resync_seconds=args.resync)
         operator.start()

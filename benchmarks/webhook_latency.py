@@ -48,7 +48,7 @@ from modelcache_devcluster.binaries import cache_root, ensure_binaries  # noqa: 
 from modelcache_devcluster.cluster import LocalCluster, free_port  # noqa: E402
 from modelcache_operator.webhook.server import POD_WEBHOOK_ID  # noqa: E402
 
-CRD_FILE = ROOT / "crds" / "modelcache.dev_modelcaches.yaml"
+CRD_DIR = ROOT / "crds"
 APISERVER_METRIC = "apiserver_admission_webhook_admission_duration_seconds"
 OPERATOR_METRIC = "modelcache_webhook_duration_seconds"
 GOAL_P99 = 0.020
@@ -223,8 +223,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
     cluster.up()
     operator: OperatorProcess | None = None
     try:
-        cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modelcaches.modelcache.dev")
+        cluster.install_crds(CRD_DIR)
         config = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(config_file=cluster.state.kubeconfig,  # type: ignore[no-untyped-call]
                                            client_configuration=config)
@@ -240,7 +239,7 @@ def run(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
         wait_for(lambda: k8s.core.list_namespaced_service_account(
             namespace, field_selector="metadata.name=default").items, 30, describe="default ServiceAccount")
         k8s.create_cache(namespace, {
-            "apiVersion": "modelcache.dev/v1alpha1", "kind": "ModelCache", "metadata": {"name": CACHE},
+            "apiVersion": "modelcache.dev/v1alpha2", "kind": "ModelCache", "metadata": {"name": CACHE},
             "spec": {"source": {"huggingface": {"repo": "Qwen/Qwen3-0.6B"}},
                      "storage": {"nfs": {"server": "10.0.0.2", "path": "/exports/bench"}, "capacity": "10Gi"},
                      "serving": {"notReadyPolicy": "wait"}}})

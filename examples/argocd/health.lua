@@ -1,6 +1,7 @@
--- Argo CD health for modelcache.dev ModelCache (argocd-cm: resource.customizations.health.modelcache.dev_ModelCache).
+-- Argo CD health for modelcache.dev ModelCache and ModelStore (argocd-cm:
+-- resource.customizations.health.modelcache.dev_ModelCache and ..._ModelStore, the same script for both).
 -- Plain Lua 5.1 (Argo CD runs gopher-lua). The operator writes status.phase, status.observedGeneration and
--- a Ready condition that summarises the cache's children, so this needs nothing else.
+-- a Ready condition that summarises the object's children, so this needs nothing else.
 local hs = {}
 local status = obj.status
 if status == nil then
@@ -30,12 +31,15 @@ if generation ~= nil and (status.observedGeneration == nil or status.observedGen
   return hs
 end
 
+-- A ModelCache fails (phase Failed); a ModelStore is refused by the operator (phase Invalid).
 local phase = status.phase
-if phase == "Failed" then
+if phase == "Failed" or phase == "Invalid" then
   hs.status = "Degraded"
   hs.message = readyMessage
-  if hs.message == "" then
-    hs.message = "ModelCache failed"
+  if hs.message == "" and phase == "Failed" then
+    hs.message = obj.kind .. " failed"
+  elseif hs.message == "" then
+    hs.message = obj.kind .. " is invalid"
   end
   return hs
 end
@@ -46,7 +50,7 @@ if phase == "Ready" or (phase == nil and ready ~= nil and ready.status == "True"
   return hs
 end
 
--- Pending, Provisioning, Downloading, Verifying, Deleting, or a phase newer than this script.
+-- Pending, Provisioning, Downloading, Verifying, Deleting, no phase yet, or a phase newer than this script.
 hs.status = "Progressing"
 local parts = {}
 if phase ~= nil then

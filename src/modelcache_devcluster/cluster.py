@@ -39,7 +39,7 @@ FAILING_NODE = "failing-node-0"
 FAILING_NODE_TAINT = "modelcache.dev/kwok-failing"
 FAILING_EXIT_CODE = 11
 FAILING_STAGE = f"""
-apiVersion: kwok.x-k8s.io/v1alpha1
+apiVersion: kwok.x-k8s.io/v1alpha2
 kind: Stage
 metadata: {{name: pod-fail-on-failing-node}}
 spec:
@@ -404,7 +404,7 @@ class LocalCluster:
         options = {"podPlayStageParallelism": 8, "nodePlayStageParallelism": 4, "nodeLeaseParallelism": 4,
                    "podsOnNodeSyncParallelism": 2, "nodeLeaseDurationSeconds": 40,
                    "enablePodsOnNodeSyncListPager": True, "enablePodsOnNodeSyncStreamWatch": False}
-        docs = [yaml.safe_dump({"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
+        docs = [yaml.safe_dump({"apiVersion": "config.kwok.x-k8s.io/v1alpha2", "kind": "KwokConfiguration",
                                 "options": options})]
         for name in KWOK_STAGE_FILES:
             stage = yaml.safe_load((self.binaries.kwok_stages / name).read_text())
@@ -463,6 +463,13 @@ class LocalCluster:
             if check:
                 raise
             return ""
+
+    def install_crds(self, crd_dir: Path) -> None:
+        """Applies every CRD in `crd_dir` and waits until the apiserver serves them all."""
+        files = sorted(crd_dir.glob("*.yaml"))
+        self.kubectl("apply", "--server-side", *(f"-f={f}" for f in files))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                     *(f"-f={f}" for f in files))
 
     def _default_serviceaccount_exists(self) -> bool:
         return bool(self.kubectl("get", "serviceaccount", "default", "-n", "default", "--ignore-not-found",

@@ -84,14 +84,15 @@ def _configure_logging() -> None:
 
 
 def _crd(args: argparse.Namespace) -> int:
-    from .api.crd import render_chart_template, render_yaml
+    from .api.crd import KINDS, render_chart_template, render_yaml
 
     if args.chart_template:
         Path(args.chart_template).write_text(render_chart_template())
-    if args.output:
-        Path(args.output).write_text(render_yaml())
+    if args.output_dir:
+        for kind in KINDS:
+            (Path(args.output_dir) / kind.filename).write_text(render_yaml(kind))
     elif not args.chart_template:
-        sys.stdout.write(render_yaml())
+        sys.stdout.write("---\n".join(render_yaml(kind) for kind in KINDS))
     return 0
 
 
@@ -103,19 +104,21 @@ def _docs(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    """Deletes every entry under the volume root: the revision folders, the lock and any partial download."""
-    root = Path(args.root)
-    if not root.is_dir():
-        print(f"modelcache purge: {root} is not a directory", file=sys.stderr)
+    """Deletes one revision folder (the cleanup Job of a collected revision). The entry must be a plain name:
+    the Job's mount is the download's folder, and nothing outside it may go."""
+    root, entry = Path(args.root), args.entry
+    if "/" in entry or entry in ("", ".", ".."):
+        print(f"modelcache purge: {entry!r} is not a folder name", file=sys.stderr)
+        return 2
+    target = root / entry
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        print(f"modelcache purge: {target} is not a directory", file=sys.stderr)
         return 1
-    removed = 0
-    for entry in root.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-        removed += 1
-    print(f"modelcache purge: removed {removed} entries under {root}")
+    if target.exists():
+        shutil.rmtree(target)
+        print(f"modelcache purge: removed {target}")
+    else:
+        print(f"modelcache purge: {target} was already gone")
     return 0
 
 
@@ -125,14 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the operator and, in a child process, its admission webhook")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="kopf liveness endpoint")
     sub.add_parser("webhook", help="run only the admission webhook server (`run` starts it for you)")
-    crd = sub.add_parser("crd", help="print the ModelCache CRD generated from the API models")
-    crd.add_argument("-o", "--output", help="write to this file instead of stdout")
+    crd = sub.add_parser("crd", help="print the CRDs generated from the API models")
+    crd.add_argument("-o", "--output-dir", help="write one file per CRD into this directory instead of stdout")
     crd.add_argument("--chart-template", metavar="PATH",
                      help="also write the Helm chart's CRD template (gated by crds.enabled) to PATH")
-    docs = sub.add_parser("docs", help="write the ModelCache field reference (markdown)")
+    docs = sub.add_parser("docs", help="write the API field reference (markdown)")
     docs.add_argument("-o", "--output", default="docs/reference.md")
-    purge = sub.add_parser("purge", help="delete all cached files under a volume root (cleanup Job)")
+    purge = sub.add_parser("purge", help="delete one revision folder under a volume root (cleanup Job)")
     purge.add_argument("--root", required=True)
+    purge.add_argument("--entry", required=True, help="the revision folder's name under --root")
     args = parser.parse_args(argv)
     handler = {"run": _run, "webhook": _webhook, "crd": _crd, "docs": _docs, "purge": _purge}[args.command]
     return handler(args)

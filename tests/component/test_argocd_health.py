@@ -1,5 +1,6 @@
 """The Argo CD health check (examples/argocd/health.lua) run by a real Lua interpreter against sample
-ModelCaches, plus: the argocd-cm snippet carries exactly that Lua, and the Applications parse.
+ModelCaches and ModelStores, plus: the argocd-cm snippet carries exactly that Lua for both kinds, and the
+Applications sync the operator, then the stores, then the caches that name them.
 
 Needs the Debian packages lua5.4 and lua-cjson; missing ones fail the test with the install command."""
 
@@ -14,9 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
-ARGOCD = Path(__file__).resolve().parents[2] / "examples" / "argocd"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ARGOCD = EXAMPLES / "argocd"
 HEALTH_LUA = ARGOCD / "health.lua"
-HEALTH_KEY = "resource.customizations.health.modelcache.dev_ModelCache"
+HEALTH_KEYS = {f"resource.customizations.health.modelcache.dev_{kind}" for kind in ("ModelStore", "ModelCache")}
+WAVE = "argocd.argoproj.io/sync-wave"
 
 # Decodes the object like Argo CD hands it over (JSON null is nil, not cjson.null), runs the check as a
 # chunk with `obj` as a global, and prints the result as JSON.
@@ -55,9 +58,19 @@ def health(lua: list[str], obj: dict[str, Any], script: Path = HEALTH_LUA) -> di
 
 
 def cache(generation: int = 1, **status: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"apiVersion": "modelcache.dev/v1alpha1", "kind": "ModelCache",
+    body: dict[str, Any] = {"apiVersion": "modelcache.dev/v1alpha2", "kind": "ModelCache",
                             "metadata": {"name": "qwen", "namespace": "llm", "generation": generation},
                             "spec": {"source": {"huggingface": {"repo": "Qwen/Qwen3-0.6B"}}}}
+    if status:
+        body["status"] = status
+    return body
+
+
+def store(generation: int = 1, **status: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"apiVersion": "modelcache.dev/v1alpha2", "kind": "ModelStore",
+                            "metadata": {"name": "nfs-models", "generation": generation},
+                            "spec": {"nfs": {"server": "10.0.0.2", "path": "/exports/models"},
+                                     "namespaceSelector": {}}}
     if status:
         body["status"] = status
     return body
@@ -104,9 +117,37 @@ CASES = {
 }
 
 
+STORE_CASES = {
+    "no status": (store(), "Progressing", "Waiting for the operator to report status"),
+    "ready": (store(phase="Ready", observedGeneration=1, backend="nfs",
+                    conditions=[{"type": "Ready", "status": "True", "reason": "Ready", "message": "nfs, 3 revisions"}]),
+              "Healthy", "nfs, 3 revisions"),
+    "ready condition without phase": (
+        store(observedGeneration=1, conditions=[{"type": "Ready", "status": "True", "reason": "Ready",
+                                                 "message": "ok"}]), "Healthy", "ok"),
+    "invalid": (store(phase="Invalid", observedGeneration=1,
+                      conditions=[{"type": "Ready", "status": "False", "reason": "HostPathNotAllowed",
+                                   "message": "hostPath stores need stores.allowHostPath"}]),
+                "Degraded", "hostPath stores need stores.allowHostPath"),
+    "invalid without conditions": (store(phase="Invalid", observedGeneration=1), "Degraded",
+                                   "ModelStore is invalid"),
+    "not ready yet": (store(observedGeneration=1, conditions=[{"type": "Ready", "status": "False",
+                                                               "reason": "SecretNotFound", "message": "no hf-token"}]),
+                      "Progressing", "no hf-token"),
+    "stale ready": (store(generation=2, phase="Ready", observedGeneration=1), "Progressing",
+                    "Waiting for the operator to observe generation 2"),
+}
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_health(lua: list[str], case: str) -> None:
     obj, status, message = CASES[case]
+    assert health(lua, obj) == {"status": status, "message": message}
+
+
+@pytest.mark.parametrize("case", sorted(STORE_CASES))
+def test_store_health(lua: list[str], case: str) -> None:
+    obj, status, message = STORE_CASES[case]
     assert health(lua, obj) == {"status": status, "message": message}
 
 
@@ -121,26 +162,96 @@ def test_the_runner_reports_a_broken_script(lua: list[str], tmp_path: Path) -> N
 def test_argocd_cm_snippet_is_the_tested_script() -> None:
     config = yaml.safe_load((ARGOCD / "argocd-cm-health.yaml").read_text())
     assert config["kind"] == "ConfigMap" and config["metadata"]["name"] == "argocd-cm"
-    assert config["data"][HEALTH_KEY] == HEALTH_LUA.read_text()
+    assert set(config["data"]) == HEALTH_KEYS
+    for key in HEALTH_KEYS:
+        assert config["data"][key] == HEALTH_LUA.read_text(), key
 
 
-def test_applications_order_operator_before_examples() -> None:
-    operator = yaml.safe_load((ARGOCD / "modelcache-operator.yaml").read_text())
-    examples = yaml.safe_load((ARGOCD / "modelcache-examples.yaml").read_text())
-    for app in (operator, examples):
-        assert app["apiVersion"] == "argoproj.io/v1alpha1" and app["kind"] == "Application"
+def application(name: str) -> dict[str, Any]:
+    app: dict[str, Any] = yaml.safe_load((ARGOCD / f"{name}.yaml").read_text())
+    # Argo CD serves Applications as argoproj.io/v1alpha1 only.
+    assert app["apiVersion"] == "argoproj.io/v1alpha1" and app["kind"] == "Application", name
+    assert app["metadata"]["name"] == name and app["metadata"]["namespace"] == "argocd"
+    return app
 
-    def wave(app: dict[str, Any]) -> int:
-        return int(app["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])
 
-    assert wave(operator) < -1 < wave(examples)
+def wave(obj: dict[str, Any]) -> int:
+    return int(obj["metadata"].get("annotations", {}).get(WAVE, 0))
+
+
+def included(app: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The documents of each file the Application syncs, by file name."""
+    source = app["spec"]["source"]
+    assert source["directory"]["recurse"] is False
+    folder = EXAMPLES.parent / source["path"]
+    names = source["directory"]["include"].removeprefix("{").removesuffix("}").split(",")
+    return {name: [d for d in yaml.safe_load_all((folder / name).read_text()) if d] for name in names}
+
+
+def test_applications_sync_operator_then_stores_then_caches() -> None:
+    operator, stores, examples = (application(n) for n in ("modelcache-operator", "modelcache-stores",
+                                                            "modelcache-examples"))
+    assert (wave(operator), wave(stores), wave(examples)) == (-2, -1, 0)
     assert operator["spec"]["source"]["path"] == "charts/modelcache-operator"
     assert operator["spec"]["source"]["helm"]["valuesObject"]["webhook"]["certManager"]["enabled"] is True
-    examples_dir = ARGOCD.parent
-    included = examples["spec"]["source"]["directory"]["include"].strip("{}").split(",")
-    assert len(included) >= 2
-    for filename in included:
-        waves = {doc["kind"]: int(doc["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", 0))
-                 for doc in yaml.safe_load_all((examples_dir / filename).read_text()) if doc}
-        # Secrets before the caches that read them, caches before the servers that mount them.
-        assert waves.get("Secret", -2) < waves["ModelCache"] == -1 < waves["StatefulSet"]
+    assert stores["spec"]["source"]["path"] == "examples/stores"
+    assert stores["spec"]["destination"]["namespace"] == "modelcache-system"
+    assert examples["spec"]["source"]["path"] == "examples"
+
+    # The admin's Application: Secrets (in the operator's namespace) before the stores that name them.
+    store_docs = [d for docs in included(stores).values() for d in docs]
+    assert {d["kind"] for d in store_docs} == {"Secret", "ModelStore"}
+    secrets = {d["metadata"]["name"]: d for d in store_docs if d["kind"] == "Secret"}
+    synced_stores = {d["metadata"]["name"]: d for d in store_docs if d["kind"] == "ModelStore"}
+    assert {d["metadata"]["namespace"] for d in secrets.values()} == {"modelcache-system"}
+    assert max(wave(d) for d in secrets.values()) < min(wave(d) for d in synced_stores.values())
+    for name, body in synced_stores.items():
+        assert "namespace" not in body["metadata"], f"ModelStore {name} is cluster-scoped"
+        spec = body["spec"]
+        named = [spec.get("hubCredentials", {}).get(hub, {}).get("name") for hub in ("huggingface", "modelscope")]
+        named.append(spec.get("ossfs2", {}).get("secretRef", {}).get("name"))
+        assert {n for n in named if n} <= set(secrets), f"ModelStore {name} names a Secret it does not sync"
+
+    # The team's Application: caches before the servers that mount them, and only stores synced earlier.
+    files = included(examples)
+    assert len(files) >= 2
+    for filename, docs in files.items():
+        waves = {d["kind"]: wave(d) for d in docs}
+        assert "Secret" not in waves, f"{filename}: hub tokens are the store admin's"
+        assert waves["ModelCache"] == -1 < waves["StatefulSet"] == 0, filename
+        for cache in (d for d in docs if d["kind"] == "ModelCache"):
+            assert cache["spec"]["store"] in synced_stores, (filename, cache["metadata"]["name"])
+
+
+STORE_OF_EXAMPLE = {
+    "ossfs2-vllm-deepseek-r1.yaml": "oss-models",
+    "nfs-sglang.yaml": "nfs-models",
+    "efs.yaml": "efs-models",
+    "storageclass.yaml": "rwx-models",
+    "modelscope-mirror.yaml": "nfs-models",
+    "draft-and-target.yaml": "nfs-models",
+}
+STORE_FILES = {"ossfs2.yaml": ("oss-models", "ossfs2"), "nfs.yaml": ("nfs-models", "nfs"),
+               "efs.yaml": ("efs-models", "efs"), "storageclass.yaml": ("rwx-models", "storageClass"),
+               "hostpath-dev.yaml": ("dev-hostpath", "hostPath")}
+
+
+def test_every_example_cache_names_an_example_store() -> None:
+    stores = {}
+    for filename, (name, backend) in STORE_FILES.items():
+        [body] = [d for d in yaml.safe_load_all((EXAMPLES / "stores" / filename).read_text())
+                  if d and d["kind"] == "ModelStore"]
+        assert body["apiVersion"] == "modelcache.dev/v1alpha2" and body["metadata"]["name"] == name
+        backends = [b for b in ("ossfs2", "nfs", "efs", "storageClass", "hostPath") if b in body["spec"]]
+        assert backends == [backend], filename
+        assert "namespaceSelector" in body["spec"], filename
+        stores[name] = body
+    assert [n for n, s in stores.items() if s["spec"].get("default")] == ["nfs-models"], "one default store"
+    assert sorted(p.name for p in EXAMPLES.glob("*.yaml")) == sorted(STORE_OF_EXAMPLE)
+    for filename, store_name in STORE_OF_EXAMPLE.items():
+        caches = [d for d in yaml.safe_load_all((EXAMPLES / filename).read_text()) if d and d["kind"] == "ModelCache"]
+        assert caches, filename
+        for cache in caches:
+            assert cache["apiVersion"] == "modelcache.dev/v1alpha2", filename
+            assert "storage" not in cache["spec"], filename
+            assert cache["spec"]["store"] == store_name, filename

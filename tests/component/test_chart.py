@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from modelcache_devcluster.binaries import ensure_binaries
-from modelcache_operator.api.crd import custom_resource_definition
+from modelcache_operator.api.crd import KINDS, custom_resource_definition
 from modelcache_operator.webhook.registration import webhook_configurations
 from modelcache_operator.webhook.server import MODELCACHE_WEBHOOK_ID, POD_WEBHOOK_ID
 
@@ -21,21 +21,30 @@ RELEASE, NAMESPACE = "mc", "modelcache-system"
 FULLNAME = "mc-modelcache-operator"
 
 # The least-privilege contract, resource by resource (see the comments in templates/rbac.yaml).
+OWN = ["get", "list", "watch", "create", "patch", "delete"]  # objects the operator creates and deletes
+IDENTITY = ["get", "create", "patch", "delete"]  # the per-download downloader ServiceAccount, Role, RoleBinding
 EXPECTED_RULES = {
-    ("modelcache.dev", "modelcaches"): ["list", "watch", "patch"],
+    ("modelcache.dev", "modelstores"): ["get", "list", "watch", "patch"],
+    ("modelcache.dev", "modelstores/status"): ["get", "patch"],
+    ("modelcache.dev", "modelcaches"): ["get", "list", "watch", "patch"],
     ("modelcache.dev", "modelcaches/status"): ["get", "patch"],
     ("modelcache.dev", "modelcaches/finalizers"): ["update"],
+    ("modelcache.dev", "modeldownloads"): OWN,
+    ("modelcache.dev", "modeldownloads/status"): ["get", "patch"],
     ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
-    ("", "persistentvolumes"): ["create", "patch", "delete"],
-    ("", "persistentvolumeclaims"): ["list", "watch", "create", "patch", "delete"],
-    ("batch", "jobs"): ["list", "watch", "create", "patch"],
-    ("", "pods"): ["list", "watch"],
+    ("", "namespaces"): ["get", "list", "watch"],
+    ("", "persistentvolumes"): OWN,
+    ("", "persistentvolumeclaims"): OWN,
+    ("batch", "jobs"): OWN,
+    ("", "pods"): ["get", "list", "watch"],
     ("", "secrets"): ["get"],
-    ("", "serviceaccounts"): ["create", "patch"],
-    ("rbac.authorization.k8s.io", "roles"): ["create", "patch"],
-    ("rbac.authorization.k8s.io", "rolebindings"): ["create", "patch"],
-    ("", "events"): ["create"],
+    ("", "serviceaccounts"): IDENTITY,
+    ("rbac.authorization.k8s.io", "roles"): IDENTITY,
+    ("rbac.authorization.k8s.io", "rolebindings"): IDENTITY,
+    ("", "events"): ["create", "patch"],
 }
+CACHE_WEBHOOK, STORE_WEBHOOK = "validate-modelcaches.modelcache.dev", "validate-modelstores.modelcache.dev"
+STORE_WEBHOOK_PATH = "/validate-modelstores"
 
 NON_DEFAULT = [
     "--set", "webhook.certManager.enabled=true",
@@ -46,6 +55,7 @@ NON_DEFAULT = [
     "--set", "image.tag=1.2.3",
     "--set", "operator.resyncSeconds=60",
     "--set", "crds.enabled=false",
+    "--set", "stores.allowHostPath=true",
 ]
 
 
@@ -95,6 +105,21 @@ def env(docs: list[dict[str, Any]]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in container(docs)["env"]}
 
 
+def env_sources(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each EnvVar without its name: {"value": ...} or {"valueFrom": ...}, exactly as rendered."""
+    entries = container(docs)["env"]
+    names = [e["name"] for e in entries]
+    assert len(names) == len(set(names)), f"duplicate env: {names}"
+    return {e["name"]: {k: v for k, v in e.items() if k != "name"} for e in entries}
+
+
+def webhooks(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    hooks = one(docs, kind)["webhooks"]
+    by_name = {h["name"]: h for h in hooks}
+    assert len(by_name) == len(hooks), f"duplicate webhook names in the {kind}"
+    return by_name
+
+
 @pytest.fixture(scope="module")
 def defaults(helm: str) -> list[dict[str, Any]]:
     return render(helm)
@@ -113,10 +138,13 @@ def test_lint_strict(helm: str) -> None:
 
 def test_default_render_has_exactly_these_objects(defaults: list[dict[str, Any]]) -> None:
     assert kinds(defaults) == sorted([
-        "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
+        "ClusterRole", "ClusterRoleBinding",
+        "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition", "Deployment",
         "MutatingWebhookConfiguration", "Secret", "Service", "Service", "ServiceAccount",
         "ValidatingWebhookConfiguration",
     ])
+    assert [d["metadata"]["name"] for d in defaults if d["kind"] == "CustomResourceDefinition"] == [
+        "modelstores.modelcache.dev", "modelcaches.modelcache.dev", "modeldownloads.modelcache.dev"]
     namespaced = [d for d in defaults if d["kind"] in ("Deployment", "Secret", "Service", "ServiceAccount")]
     assert {d["metadata"]["namespace"] for d in namespaced} == {NAMESPACE}
 
@@ -159,12 +187,30 @@ def test_deployment_is_single_restricted_and_probed(defaults: list[dict[str, Any
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert volumes[mounts["/etc/modelcache/webhook"]]["secret"]["secretName"] == f"{FULLNAME}-webhook-tls"
     values = env(defaults)
-    assert values["MODELCACHE_WEBHOOK_CERT"] == "/etc/modelcache/webhook/tls.crt"
-    assert values["MODELCACHE_WEBHOOK_KEY"] == "/etc/modelcache/webhook/tls.key"
-    assert values["MODELCACHE_WEBHOOK_METRICS_PORT"] == "9091"
-    assert values["MODELCACHE_IMAGE"] == main["image"]
-    assert values["MODELCACHE_NAMESPACES"] == ""
     assert "MODELCACHE_WEBHOOK_MANAGED" not in values, "the chart renders the webhook configurations itself"
+    assert env_sources(defaults) == {
+        "MODELCACHE_IMAGE": {"value": main["image"]},
+        "MODELCACHE_RESYNC_SECONDS": {"value": "30"},
+        "MODELCACHE_METRICS_PORT": {"value": "9090"},
+        "MODELCACHE_WEBHOOK_PORT": {"value": "9443"},
+        "MODELCACHE_WEBHOOK_METRICS_PORT": {"value": "9091"},
+        "MODELCACHE_WEBHOOK_CERT": {"value": "/etc/modelcache/webhook/tls.crt"},
+        "MODELCACHE_WEBHOOK_KEY": {"value": "/etc/modelcache/webhook/tls.key"},
+        "MODELCACHE_NAMESPACES": {"value": ""},
+        # Shared downloads and the Secrets ModelStores name live in the operator's own namespace.
+        "MODELCACHE_NAMESPACE": {"valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        "MODELCACHE_ALLOW_HOST_PATH": {"value": "false"},
+    }
+
+
+@pytest.mark.parametrize(("flags", "allowed"), [
+    ([], "false"),
+    (["--set", "stores.allowHostPath=false"], "false"),
+    (["--set", "stores.allowHostPath=true"], "true"),
+    (["--set-json", "stores={\"allowHostPath\": true}"], "true"),
+])
+def test_host_path_stores_are_opt_in(helm: str, flags: list[str], allowed: str) -> None:
+    assert env_sources(render(helm, *flags))["MODELCACHE_ALLOW_HOST_PATH"] == {"value": allowed}
 
 
 def test_services(defaults: list[dict[str, Any]]) -> None:
@@ -195,25 +241,45 @@ def test_pod_webhook(defaults: list[dict[str, Any]]) -> None:
                         "values": ["kube-system", NAMESPACE]}
 
 
-def test_modelcache_webhook(defaults: list[dict[str, Any]]) -> None:
-    [hook] = one(defaults, "ValidatingWebhookConfiguration")["webhooks"]
-    assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
-    assert hook["clientConfig"]["service"]["path"] == f"/{MODELCACHE_WEBHOOK_ID}"
-    assert hook["rules"][0]["resources"] == ["modelcaches"]
-    assert hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
-    assert "namespaceSelector" not in hook
+def test_validating_webhooks(defaults: list[dict[str, Any]]) -> None:
+    hooks = webhooks(defaults, "ValidatingWebhookConfiguration")
+    assert list(hooks) == [CACHE_WEBHOOK, STORE_WEBHOOK]
+    expected = {
+        CACHE_WEBHOOK: (f"/{MODELCACHE_WEBHOOK_ID}", "modelcaches", "Namespaced"),
+        STORE_WEBHOOK: (STORE_WEBHOOK_PATH, "modelstores", "Cluster"),
+    }
+    for name, (path, resource, scope) in expected.items():
+        hook = hooks[name]
+        assert set(hook) == {"name", "admissionReviewVersions", "sideEffects", "failurePolicy", "matchPolicy",
+                             "timeoutSeconds", "clientConfig", "rules"}, name
+        assert hook["admissionReviewVersions"] == ["v1"] and hook["matchPolicy"] == "Equivalent"
+        assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+        assert hook["timeoutSeconds"] == 10
+        assert set(hook["clientConfig"]) == {"service", "caBundle"}
+        assert hook["clientConfig"]["service"] == {"name": f"{FULLNAME}-webhook", "namespace": NAMESPACE,
+                                                   "path": path, "port": 443}
+        assert hook["rules"] == [{"apiGroups": ["modelcache.dev"], "apiVersions": ["v1alpha2"],
+                                  "resources": [resource], "operations": ["CREATE", "UPDATE"], "scope": scope}]
+    # Both webhooks share the one certificate.
+    assert hooks[CACHE_WEBHOOK]["clientConfig"]["caBundle"] == hooks[STORE_WEBHOOK]["clientConfig"]["caBundle"]
 
 
 def test_development_registration_matches_the_chart(defaults: list[dict[str, Any]]) -> None:
     """Development clusters get their webhook configurations from webhook/registration.py, installs from
-    the chart: both must send the same requests with the same policies."""
-    dev = {c["kind"]: c["webhooks"][0] for c in webhook_configurations("dev", "https://127.0.0.1:9443", b"ca")}
-    for kind, chart_hook in ((k, one(defaults, k)["webhooks"][0]) for k in dev):
-        dev_hook = dev[kind]
-        for field in ("name", "admissionReviewVersions", "sideEffects", "failurePolicy", "matchPolicy",
-                      "timeoutSeconds", "rules", "objectSelector", "reinvocationPolicy"):
-            assert dev_hook.get(field) == chart_hook.get(field), (kind, field)
-        assert dev_hook["clientConfig"]["url"].endswith(chart_hook["clientConfig"]["service"]["path"])
+    the chart: both must send the same requests with the same policies, webhook by webhook."""
+    dev = {c["kind"]: {h["name"]: h for h in c["webhooks"]}
+           for c in webhook_configurations("dev", "https://127.0.0.1:9443", b"ca")}
+    assert sorted(dev) == ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
+    for kind, dev_hooks in dev.items():
+        chart_hooks = webhooks(defaults, kind)
+        assert sorted(dev_hooks) == sorted(chart_hooks), kind
+        for name, chart_hook in chart_hooks.items():
+            dev_hook = dev_hooks[name]
+            for field in ("name", "admissionReviewVersions", "sideEffects", "failurePolicy", "matchPolicy",
+                          "timeoutSeconds", "rules", "objectSelector", "reinvocationPolicy"):
+                assert dev_hook.get(field) == chart_hook.get(field), (kind, name, field)
+            assert dev_hook["clientConfig"]["url"] == \
+                "https://127.0.0.1:9443" + chart_hook["clientConfig"]["service"]["path"], (kind, name)
 
 
 def test_self_signed_tls_serves_the_webhook_service(defaults: list[dict[str, Any]], tmp_path: Path) -> None:
@@ -221,8 +287,8 @@ def test_self_signed_tls_serves_the_webhook_service(defaults: list[dict[str, Any
     assert secret["type"] == "kubernetes.io/tls"
     data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
-        ca_bundle = one(defaults, kind)["webhooks"][0]["clientConfig"]["caBundle"]
-        assert base64.b64decode(ca_bundle) == data["ca.crt"]
+        for name, hook in webhooks(defaults, kind).items():
+            assert base64.b64decode(hook["clientConfig"]["caBundle"]) == data["ca.crt"], name
     (tmp_path / "ca.crt").write_bytes(data["ca.crt"])
     (tmp_path / "tls.crt").write_bytes(data["tls.crt"])
     verify = subprocess.run(["openssl", "verify", "-CAfile", "ca.crt", "tls.crt"], cwd=tmp_path,
@@ -234,10 +300,14 @@ def test_self_signed_tls_serves_the_webhook_service(defaults: list[dict[str, Any
     assert b"PRIVATE KEY" in data["tls.key"]
 
 
-def test_crd_is_kept_and_generated(defaults: list[dict[str, Any]]) -> None:
-    crd = one(defaults, "CustomResourceDefinition")
-    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
-    assert crd["spec"] == custom_resource_definition()["spec"]
+def test_crds_are_kept_and_generated(defaults: list[dict[str, Any]]) -> None:
+    crds = [d for d in defaults if d["kind"] == "CustomResourceDefinition"]
+    assert len(crds) == len(KINDS) == 3
+    for kind, crd in zip(KINDS, crds, strict=True):
+        generated = custom_resource_definition(kind)
+        assert crd["apiVersion"] == generated["apiVersion"]
+        assert crd["metadata"] == {"name": kind.crd_name, "annotations": {"helm.sh/resource-policy": "keep"}}
+        assert crd["spec"] == generated["spec"], kind.kind
 
 
 def test_non_default_values(custom: list[dict[str, Any]]) -> None:
@@ -248,14 +318,18 @@ def test_non_default_values(custom: list[dict[str, Any]]) -> None:
     assert certificate["spec"]["dnsNames"][0] == f"{FULLNAME}-webhook.{NAMESPACE}.svc"
     assert certificate["spec"]["issuerRef"] == {"kind": "Issuer", "name": f"{FULLNAME}-selfsigned"}
     assert one(custom, "Issuer")["spec"] == {"selfSigned": {}}
+    watched = {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["llm", "staging"]}
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         config = one(custom, kind)
         assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == \
             f"{NAMESPACE}/{FULLNAME}-webhook"
-        hook = config["webhooks"][0]
-        assert "caBundle" not in hook["clientConfig"]
-        assert {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["llm", "staging"]} in \
-            hook["namespaceSelector"]["matchExpressions"]
+        for name, hook in webhooks(custom, kind).items():
+            assert set(hook["clientConfig"]) == {"service"}, name
+    [pod_hook] = one(custom, "MutatingWebhookConfiguration")["webhooks"]
+    assert watched in pod_hook["namespaceSelector"]["matchExpressions"]
+    validating = webhooks(custom, "ValidatingWebhookConfiguration")
+    assert validating[CACHE_WEBHOOK]["namespaceSelector"] == {"matchExpressions": [watched]}
+    assert "namespaceSelector" not in validating[STORE_WEBHOOK], "ModelStores are cluster-scoped"
     monitor = one(custom, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "metrics"
@@ -265,8 +339,9 @@ def test_non_default_values(custom: list[dict[str, Any]]) -> None:
     assert values["MODELCACHE_IMAGE"] == "registry.example.com/mc:1.2.3"
     assert values["MODELCACHE_NAMESPACES"] == "llm,staging"
     assert values["MODELCACHE_RESYNC_SECONDS"] == "60"
-    rules = rules_by_resource(one(custom, "ClusterRole"))
-    assert rules == {**EXPECTED_RULES, ("", "namespaces"): ["list", "watch"]}
+    assert values["MODELCACHE_ALLOW_HOST_PATH"] == "true"
+    # Namespaces are read in every mode (ModelStore namespaceSelectors), so the rules never change.
+    assert rules_by_resource(one(custom, "ClusterRole")) == EXPECTED_RULES
 
 
 def test_existing_issuer_is_used(helm: str) -> None:
@@ -299,8 +374,18 @@ def test_cert_manager_can_be_forced_off(helm: str) -> None:
     "webhook.certManager.enabled=maybe",
     "webhook.timeoutSeconds=31",
     "image.pullPolicy=Sometimes",
+    "stores.bogus=1",
+    "stores.allowHostPath=maybe",
+    "stores.allowHostPath=1",
 ])
 def test_schema_rejects_unknown_or_invalid_values(helm: str, setting: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), "--set", setting)
     assert result.returncode != 0, f"--set {setting} rendered"
+    assert "values don't meet the specifications of the schema" in result.stderr, result.stderr
+
+
+def test_schema_rejects_a_string_allow_host_path(helm: str) -> None:
+    """"true" as a string would render MODELCACHE_ALLOW_HOST_PATH just the same: only a boolean is allowed."""
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--set-string", "stores.allowHostPath=true")
+    assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr, result.stderr

@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from modelcache_operator.api.v1alpha1 import DownloadReport
+from modelcache_operator.api.v1alpha2 import DownloadReport
 from modelcache_operator.downloader import KubernetesStatusReporter
 
 
@@ -61,7 +61,7 @@ def test_merge_patches_the_status_subresource_and_throttles(apiserver: tuple[str
     reporter.send(DownloadReport(jobName="job-1", state="Downloading", bytesDone=6, bytesTotal=10))
     reporter.send(DownloadReport(jobName="job-1", state="Downloading", bytesDone=7), force=True)
     reporter.send(DownloadReport(jobName="job-1", state="Published", bytesDone=10, format="safetensors"))
-    status_path = "/apis/modelcache.dev/v1alpha1/namespaces/ns1/modelcaches/llama/status"
+    status_path = "/apis/modelcache.dev/v1alpha2/namespaces/ns1/modeldownloads/llama/status"
     assert [c[0] for c in rec.calls] == [status_path] * 3
     assert {c[1] for c in rec.calls} == {"application/merge-patch+json"}
     assert [c[3]["status"]["download"]["bytesDone"] for c in rec.calls] == [5, 7, 10]

@@ -102,4 +102,6 @@ def test_prewarm_tools_ship_world_readable(image_venv: Path, tmp_path: Path) -> 
 def test_crd_generator_runs_from_the_wheel(image_venv: Path, tmp_path: Path) -> None:
     result = run_tool(image_venv, "modelcache-operator", "crd", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == (REPO / "crds" / "modelcache.dev_modelcaches.yaml").read_text()
+    files = [REPO / "crds" / f"modelcache.dev_{plural}.yaml" for plural in ("modelstores", "modelcaches",
+                                                                            "modeldownloads")]
+    assert result.stdout == "---\n".join(f.read_text() for f in files)

@@ -13,11 +13,13 @@ from kubernetes.client.exceptions import ApiException
 
 from modelcache_devcluster.binaries import Binaries, ensure_binaries
 from modelcache_devcluster.cluster import LocalCluster
-from tests.support.kube import Cluster, wait_for
+from tests.support.kube import OPERATOR_NAMESPACE, Cluster, wait_for
 from tests.support.operator import WEBHOOK_CONFIG_NAME, OperatorProcess, delete_webhook_configurations
+from tests.support.real_node import build_images
+from tests.support.real_node_flow import RealNodeCluster, client_for
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_FILE = REPO / "crds" / "modelcache.dev_modelcaches.yaml"
+CRD_DIR = REPO / "crds"
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +44,10 @@ def api_client(local_cluster: LocalCluster) -> kubernetes.client.ApiClient:
 
 @pytest.fixture(scope="session")
 def k8s(api_client: kubernetes.client.ApiClient, local_cluster: LocalCluster) -> Cluster:
-    local_cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-    local_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/modelcaches.modelcache.dev")
-    return Cluster(api_client)
+    local_cluster.install_crds(CRD_DIR)
+    cluster = Cluster(api_client)
+    cluster.ensure_namespace(OPERATOR_NAMESPACE)
+    return cluster
 
 
 def _webhook_installed(k8s: Cluster) -> bool:
@@ -67,6 +69,21 @@ def operator(k8s: Cluster, local_cluster: LocalCluster,
     yield process
     process.stop()
     delete_webhook_configurations(k8s.client)
+
+
+@pytest.fixture(scope="session")
+def real_cluster(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodeCluster]:
+    """A second control plane with one real kubelet node (containerd + runc) beside the kwok nodes, its images
+    built from this repository. Shared by the modules whose pods must really run."""
+    images = build_images()
+    workdir = tmp_path_factory.mktemp("real-node")
+    cluster = LocalCluster(binaries, workdir / "cluster", real_node=True,
+                           node_images=[images[name].archive for name in ("pause", "operator", "serving")])
+    cluster.up(timeout=180)
+    try:
+        yield RealNodeCluster(cluster, client_for(cluster), workdir)
+    finally:
+        cluster.down()
 
 
 @pytest.fixture

@@ -16,18 +16,31 @@ pytestmark = pytest.mark.integration
 
 
 def test_crd_cel_rule_rejects_and_names_the_field(k8s: Cluster, namespace: str) -> None:
-    """kube-apiserver + the CRD's x-kubernetes-validations (CEL)."""
-    bad = {
-        "apiVersion": "modelcache.dev/v1alpha1", "kind": "ModelCache", "metadata": {"name": "two-backends"},
-        "spec": {"source": {"huggingface": {"repo": "org/model"}},
-                 "storage": {"nfs": {"server": "10.0.0.2", "path": "/m"}, "hostPath": {"path": "/m"}}},
+    """kube-apiserver + the CRDs' x-kubernetes-validations (CEL): a spec-level rule of the ModelStore and a
+    field-level one of the ModelCache."""
+    name = f"two-backends-{uuid.uuid4().hex[:6]}"
+    bad_store = {
+        "apiVersion": "modelcache.dev/v1alpha2", "kind": "ModelStore", "metadata": {"name": name},
+        "spec": {"nfs": {"server": "10.0.0.2", "path": "/m"}, "hostPath": {"path": "/m"}, "namespaceSelector": {}},
     }
     with pytest.raises(ApiException) as refused:
-        k8s.create_cache(namespace, bad)
+        k8s.create_store(bad_store)
     assert refused.value.status == 422
-    assert "spec.storage" in refused.value.body
-    assert "exactly one storage backend" in refused.value.body
-    assert k8s.get_cache(namespace, "two-backends") is None
+    assert "spec: Invalid value" in refused.value.body
+    assert "exactly one backend must be set" in refused.value.body
+    assert k8s.get_store(name) is None
+
+    bad_cache = {
+        "apiVersion": "modelcache.dev/v1alpha2", "kind": "ModelCache", "metadata": {"name": "old-storage"},
+        "spec": {"source": {"huggingface": {"repo": "org/model"}},
+                 "storage": {"nfs": {"server": "10.0.0.2", "path": "/m"}}},
+    }
+    with pytest.raises(ApiException) as refused:
+        k8s.create_cache(namespace, bad_cache)
+    assert refused.value.status == 422
+    assert "spec.storage: Forbidden" in refused.value.body
+    assert "spec.storage was removed in v1alpha2" in refused.value.body
+    assert k8s.get_cache(namespace, "old-storage") is None
 
 
 def test_job_pod_runs_on_fake_gpu_node_and_completes(k8s: Cluster, namespace: str) -> None:

@@ -11,14 +11,11 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelcache_devcluster.binaries import Binaries
-from modelcache_devcluster.cluster import LocalCluster
 from modelcache_devcluster.images import OPERATOR_IMAGE
 from modelcache_devcluster.node import REAL_NODE
 from modelcache_operator.downloader.manifest import verify_manifest
@@ -27,12 +24,11 @@ from tests.hubs import package_model_files
 from tests.slowfs import s3fs_mount, slow_http
 from tests.support.demo_flow import CACHE
 from tests.support.kube import Cluster, wait_for
-from tests.support.real_node import build_images
 from tests.support.real_node_flow import (
     NODE_SELECTOR,
     TOLERATIONS,
     RealDemoResult,
-    client_for,
+    RealNodeCluster,
     demo_services,
     run_real_demo,
 )
@@ -48,26 +44,6 @@ UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
 def size_of(text: str) -> float:
     number, unit = re.fullmatch(r"([\d.]+)(B|KiB|MiB|GiB)", text).groups()
     return float(number) * UNITS[unit]
-
-
-@dataclass(frozen=True)
-class RealNodeCluster:
-    cluster: LocalCluster
-    k8s: Cluster
-    workdir: Path
-
-
-@pytest.fixture(scope="module")
-def real_cluster(binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNodeCluster]:
-    images = build_images()
-    workdir = tmp_path_factory.mktemp("real-node")
-    cluster = LocalCluster(binaries, workdir / "cluster", real_node=True,
-                           node_images=[images[name].archive for name in ("pause", "operator", "serving")])
-    cluster.up(timeout=180)
-    try:
-        yield RealNodeCluster(cluster, client_for(cluster), workdir)
-    finally:
-        cluster.down()
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +76,7 @@ def test_serving_pod_is_ready_on_the_real_node_with_the_injected_mount(demo: Rea
     pod = demo.pod
     assert pod.spec.node_name == REAL_NODE
     mount = next(m for m in pod.spec.containers[0].volume_mounts if m.name == f"mc-{CACHE}")
-    assert mount.read_only is True and mount.sub_path == demo.cache["status"]["resolvedRevision"]
+    assert mount.read_only is True and mount.sub_path == demo.cache["status"]["revisionPath"]
     assert pod.spec.containers[0].lifecycle.post_start._exec.command[0] == "/bin/sh"
     # The serving stand-in loaded the real MiniLM weights with the safetensors library through the mount.
     assert re.search(rf"serve: loaded \d+ tensors \(\d+ parameters\) from 1 files in {mount.mount_path}",

@@ -14,7 +14,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from modelcache_devcluster.cluster import LocalCluster
-from modelcache_operator.api.v1alpha1 import DownloadReport
+from modelcache_operator.api.v1alpha2 import DownloadReport
 from modelcache_operator.builders import naming
 from tests.support.downloader_role import REVISION_A, downloader_reporter, publish
 from tests.support.kube import Cluster, wait_for
@@ -27,7 +27,7 @@ INJECT = {"modelcache.dev/inject": "true"}
 
 def cache_manifest(name: str, policy: str = "wait") -> dict[str, Any]:
     return {
-        "apiVersion": "modelcache.dev/v1alpha1", "kind": "ModelCache", "metadata": {"name": name},
+        "apiVersion": "modelcache.dev/v1alpha2", "kind": "ModelCache", "metadata": {"name": name},
         "spec": {"source": {"huggingface": {"repo": "Qwen/Qwen3-0.6B"}},
                  "storage": {"nfs": {"server": "10.0.0.2", "path": f"/exports/{uuid.uuid4().hex}"},
                              "capacity": "10Gi"},

@@ -27,14 +27,15 @@ from modelcache_operator.builders import naming
 from tests.hubs import package_model_files
 from tests.hubs.huggingface import HuggingFaceHub
 from tests.residency import evict, files_under, resident_fraction
-from tests.support.kube import Cluster, wait_for
+from tests.support.kube import OPERATOR_NAMESPACE, Cluster, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.serviceaccount import serviceaccount_kubeconfig
 
 NAMESPACE = "demo"
 CACHE = "minilm"
+STORE = "dev-hostpath"
 REPO = "sentence-transformers/all-MiniLM-L6-v2"
-CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "modelcache.dev_modelcaches.yaml"
+CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,16 @@ class DemoResult:
 
 
 def _job_env(job: Any, volume: Path, kubeconfig: Path) -> dict[str, str]:
-    """The download container's env, as the kubelet would give it, with the PVC mount mapped to the volume."""
+    """The download container's env, as the kubelet would give it, with the claim's subPath mapped into the
+    store's volume."""
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "KUBECONFIG": str(kubeconfig)}
     for item in job.spec.template.spec.containers[0].env:
         if item.value is not None:
             env[item.name] = item.value
         elif item.value_from and item.value_from.field_ref:
             env[item.name] = "demo-downloader-pod"
-    env["MC_ROOT"] = str(volume)
+    mount = next(m for m in job.spec.template.spec.containers[0].volume_mounts if m.name == "cache")
+    env["MC_ROOT"] = str(volume / mount.sub_path)
     env["MC_TERMINATION_LOG"] = str(volume.parent / "termination-log")
     env["TMPDIR"] = env["HF_HOME"] = str(volume.parent / "tmp")
     env["MODELSCOPE_CACHE"] = str(volume.parent / "tmp" / "modelscope")
@@ -67,14 +70,14 @@ def run_demo(cluster: LocalCluster, workdir: Path, say: Callable[[str], None]) -
     client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
         config_file=cluster.state.kubeconfig)
     k8s = Cluster(client)
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modelcaches.modelcache.dev")
+    cluster.install_crds(CRD_DIR)
 
     say(f"starting a Hugging Face protocol hub on 127.0.0.1 with the real {REPO} files")
     hub = HuggingFaceHub()
     hub.add_repo(REPO, dict(package_model_files()))
     hub.start()
-    operator = OperatorProcess(cluster.state.kubeconfig, workdir / "operator", resync_seconds=5)
+    operator = OperatorProcess(cluster.state.kubeconfig, workdir / "operator", resync_seconds=5,
+                               allow_host_path=True)
     say("starting the operator (kopf) and its admission webhook on TLS")
     operator.start()
     try:
@@ -89,30 +92,31 @@ def _flow(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, operator: Op
     volume = workdir / "volume"
     volume.mkdir(parents=True, exist_ok=True)
     (workdir / "tmp").mkdir(exist_ok=True)
-    k8s.core.create_namespace({"metadata": {"name": NAMESPACE}})
-    wait_for(lambda: k8s.core.list_namespaced_service_account(NAMESPACE).items, 30, describe="namespace ready")
+    create_store_and_namespace(k8s, volume, say)
     manifest = {
-        "apiVersion": "modelcache.dev/v1alpha1", "kind": "ModelCache", "metadata": {"name": CACHE},
-        "spec": {"source": {"huggingface": {"repo": REPO, "endpoint": hub.url}},
-                 "storage": {"hostPath": {"path": str(volume)}, "capacity": "1Gi"},
+        "apiVersion": "modelcache.dev/v1alpha2", "kind": "ModelCache", "metadata": {"name": CACHE},
+        "spec": {"source": {"huggingface": {"repo": REPO, "endpoint": hub.url}}, "store": STORE,
                  "prewarm": {"mode": "postStart", "concurrency": 4}},
     }
-    say(f"kubectl apply ModelCache {CACHE} (hostPath volume {volume})")
+    say(f"kubectl apply ModelCache {CACHE} -n {NAMESPACE} (store {STORE})")
     k8s.create_cache(NAMESPACE, manifest)
-    job = wait_for(lambda: next(iter(k8s.jobs(NAMESPACE, CACHE)), None), 60, describe="the download Job",
+    job = wait_for(lambda: next(iter(k8s.download_jobs()), None), 60, describe="the download Job",
                    diagnostics=operator.log_tail)
-    say(f"download Job {job.metadata.name} created; running its container command on the host")
-    kubeconfig = serviceaccount_kubeconfig(k8s, cluster, NAMESPACE, naming.downloader_identity_name(CACHE),
+    download = job.metadata.labels["modelcache.dev/download"]
+    say(f"shared download Job {OPERATOR_NAMESPACE}/{job.metadata.name} created; running its container command "
+        "on the host")
+    kubeconfig = serviceaccount_kubeconfig(k8s, cluster, OPERATOR_NAMESPACE,
+                                           naming.downloader_identity_name(download),
                                            workdir / "downloader.kubeconfig")
     command = job.spec.template.spec.containers[0].command
     assert command == ["modelcache-download"]  # the image's entry point; here, this interpreter's module
-    download = subprocess.run([sys.executable, "-m", "modelcache_operator.downloader"],
-                              env=_job_env(job, volume, kubeconfig), capture_output=True, text=True, timeout=600,
-                              check=False)
-    for line in download.stderr.splitlines():
+    downloaded = subprocess.run([sys.executable, "-m", "modelcache_operator.downloader"],
+                                env=_job_env(job, volume, kubeconfig), capture_output=True, text=True,
+                                timeout=600, check=False)
+    for line in downloaded.stderr.splitlines():
         say(f"  downloader: {line}")
-    if download.returncode != 0:
-        raise RuntimeError(f"the downloader exited {download.returncode}:\n{download.stderr[-3000:]}")
+    if downloaded.returncode != 0:
+        raise RuntimeError(f"the downloader exited {downloaded.returncode}:\n{downloaded.stderr[-3000:]}")
     cache = k8s.wait_phase(NAMESPACE, CACHE, "Ready", timeout=60, diagnostics=operator.log_tail)
     say("kubectl get mc:\n" + cluster.kubectl("get", "mc", "-n", NAMESPACE))
 
@@ -133,7 +137,7 @@ def _flow(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, operator: Op
     say(f"pod {pod.metadata.name}: {mount.mount_path} <- PVC {naming.pvc_name(CACHE)} subPath {mount.sub_path} "
         f"(readOnly={mount.read_only})")
 
-    revision_dir = volume / revision
+    revision_dir = volume / "hf" / REPO / cache["status"]["revisionPath"]
     files = [p for p in files_under(revision_dir) if ".modelcache" not in p.parts]
     evict(files)
     say(f"page cache emptied for {len(files)} model files ({resident_fraction(files):.0%} resident); "
@@ -144,7 +148,22 @@ def _flow(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, operator: Op
     resident = resident_fraction(files)
     say(f"page-cache residency of the model files, checked with mincore: {resident:.1%}")
     return DemoResult(cache=cache, pod=pod, volume=volume, revision_dir=revision_dir, prewarm_line=prewarm_line,
-                      resident=resident, download_log=download.stderr)
+                      resident=resident, download_log=downloaded.stderr)
+
+
+def create_store_and_namespace(k8s: Cluster, volume: Path, say: Callable[[str], None]) -> None:
+    """What a cluster admin does once: a store (hostPath, for this development cluster) and a namespace it
+    allows."""
+    k8s.ensure_namespace(OPERATOR_NAMESPACE)
+    say(f"admin: kubectl apply ModelStore {STORE} (hostPath {volume}, namespaces labelled modelcache.dev/team)")
+    k8s.create_store({
+        "apiVersion": "modelcache.dev/v1alpha2", "kind": "ModelStore", "metadata": {"name": STORE},
+        "spec": {"hostPath": {"path": str(volume)}, "capacity": "10Gi", "default": True,
+                 "namespaceSelector": {"matchExpressions": [{"key": "modelcache.dev/team", "operator": "Exists"}]}},
+    })
+    k8s.wait_store_ready(STORE)
+    k8s.ensure_namespace(NAMESPACE, {"modelcache.dev/team": "demo"})
+    wait_for(lambda: k8s.core.list_namespaced_service_account(NAMESPACE).items, 30, describe="namespace ready")
 
 
 def _running_pod(k8s: Cluster) -> Any:

@@ -1,10 +1,10 @@
 """Plays the download Job's part against the real apiserver with the downloader's own reporting code,
-authenticated as the per-cache downloader ServiceAccount (so its least-privilege Role is exercised too)."""
+authenticated as the per-download downloader ServiceAccount (so its least-privilege Role is exercised too)."""
 
 from __future__ import annotations
 
 from modelcache_devcluster.cluster import LocalCluster
-from modelcache_operator.api.v1alpha1 import DownloadReport
+from modelcache_operator.api.v1alpha2 import DownloadReport
 from modelcache_operator.builders import naming
 from modelcache_operator.downloader.report import KubernetesStatusReporter
 from tests.support.kube import Cluster
@@ -14,9 +14,11 @@ REVISION_A = "a" * 40
 REVISION_B = "b" * 40
 
 
-def downloader_reporter(k8s: Cluster, cluster: LocalCluster, namespace: str, cache: str) -> KubernetesStatusReporter:
-    client = serviceaccount_client(k8s, cluster, namespace, naming.downloader_identity_name(cache))
-    return KubernetesStatusReporter(client, namespace, cache, min_interval=0)
+def downloader_reporter(k8s: Cluster, cluster: LocalCluster, namespace: str,
+                        download: str) -> KubernetesStatusReporter:
+    """Reports for the ModelDownload `namespace/download` as its Job's ServiceAccount."""
+    client = serviceaccount_client(k8s, cluster, namespace, naming.downloader_identity_name(download))
+    return KubernetesStatusReporter(client, namespace, download, min_interval=0)
 
 
 def publish(reporter: KubernetesStatusReporter, job_name: str, revision: str = REVISION_A,

@@ -9,9 +9,12 @@ from typing import Any, TypeVar, cast
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from modelcache_operator.api import v1alpha1 as api
+from modelcache_operator.api import v1alpha2 as api
+from modelcache_operator.api.names import LABEL_DOWNLOAD, LABEL_ROLE
 
 T = TypeVar("T")
+# Where the operator under test keeps shared downloads and the stores' writable claims.
+OPERATOR_NAMESPACE = "modelcache-system"
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.25,
@@ -38,6 +41,58 @@ class Cluster:
         self.apps = kubernetes.client.AppsV1Api(client)
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
+
+    def ensure_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
+        try:
+            self.core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
+    def create_store(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return cast(dict[str, Any], self.custom.create_cluster_custom_object(
+            api.GROUP, api.VERSION, api.STORE_PLURAL, manifest))
+
+    def get_store(self, name: str) -> dict[str, Any] | None:
+        try:
+            return cast(dict[str, Any], self.custom.get_cluster_custom_object(
+                api.GROUP, api.VERSION, api.STORE_PLURAL, name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def delete_store(self, name: str) -> None:
+        try:
+            self.custom.delete_cluster_custom_object(api.GROUP, api.VERSION, api.STORE_PLURAL, name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def wait_store_ready(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            store = self.get_store(name)
+            return store if store and (store.get("status") or {}).get("phase") == "Ready" else None
+        return wait_for(probe, timeout, describe=f"ModelStore {name} Ready",
+                        diagnostics=lambda: f"store: {self.get_store(name)}")
+
+    def get_download(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return cast(dict[str, Any], self.custom.get_namespaced_custom_object(
+                api.GROUP, api.VERSION, namespace, api.DOWNLOAD_PLURAL, name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def downloads(self, store: str | None = None) -> list[dict[str, Any]]:
+        items = self.custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.DOWNLOAD_PLURAL)["items"]
+        return [d for d in items if store is None or d["spec"]["store"] == store]
+
+    def download_of(self, cache: dict[str, Any]) -> dict[str, Any] | None:
+        """The ModelDownload a cache's status points at."""
+        ref = (cache.get("status") or {}).get("downloadRef")
+        return self.get_download(ref["namespace"], ref["name"]) if ref else None
 
     def create_cache(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
         result = self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, manifest)
@@ -71,9 +126,10 @@ class Cluster:
         conditions = (cache.get("status") or {}).get("conditions") or []
         return next(c for c in conditions if c["type"] == kind)
 
-    def jobs(self, namespace: str, cache: str) -> list[Any]:
-        items = self.batch.list_namespaced_job(namespace, label_selector=f"modelcache.dev/cache={cache}").items
-        return list(items)
+    def download_jobs(self, download: str | None = None) -> list[Any]:
+        """Download Jobs in every namespace, or only those of one ModelDownload."""
+        selector = f"{LABEL_ROLE}=downloader" + (f",{LABEL_DOWNLOAD}={download}" if download else "")
+        return list(self.batch.list_job_for_all_namespaces(label_selector=selector).items)
 
     def events(self, namespace: str) -> list[Any]:
         return list(self.core.list_namespaced_event(namespace).items)

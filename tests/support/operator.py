@@ -15,6 +15,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from modelcache_devcluster.cluster import free_port
+from tests.support.kube import OPERATOR_NAMESPACE
 
 WEBHOOK_CONFIG_NAME = "modelcache-test.modelcache.dev"
 TEST_IMAGE = "modelcache-operator:test"
@@ -32,11 +33,13 @@ def make_webhook_cert(directory: Path) -> tuple[Path, Path]:
 
 class OperatorProcess:
     def __init__(self, kubeconfig: str, workdir: Path, resync_seconds: float = 2.0,
-                 extra_env: dict[str, str] | None = None, manage_webhooks: bool = True):
+                 extra_env: dict[str, str] | None = None, manage_webhooks: bool = True,
+                 allow_host_path: bool = False):
         """kubeconfig may be a ServiceAccount's (tests.support.serviceaccount); manage_webhooks=False runs it
         as the chart does, serving the webhooks without registering configurations for them."""
         self.kubeconfig = kubeconfig
         self.manage_webhooks = manage_webhooks
+        self.allow_host_path = allow_host_path
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.cert, self.key = make_webhook_cert(workdir)
@@ -63,6 +66,8 @@ class OperatorProcess:
             "MODELCACHE_WEBHOOK_KEY": str(self.key),
             "MODELCACHE_WEBHOOK_MANAGED": WEBHOOK_CONFIG_NAME if self.manage_webhooks else "",
             "MODELCACHE_IMAGE": TEST_IMAGE,
+            "MODELCACHE_NAMESPACE": OPERATOR_NAMESPACE,
+            "MODELCACHE_ALLOW_HOST_PATH": "true" if self.allow_host_path else "false",
             **self.extra_env,
         }
 

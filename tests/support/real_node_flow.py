@@ -25,13 +25,20 @@ from modelcache_operator.webhook.patch import LOG_VOLUME
 from tests.hubs import package_model_files
 from tests.hubs.huggingface import HuggingFaceHub
 from tests.residency import evict, files_under, resident_fraction
-from tests.support.demo_flow import CACHE, CRD_FILE, NAMESPACE, REPO
+from tests.support.demo_flow import CACHE, CRD_DIR, NAMESPACE, REPO, create_store_and_namespace
 from tests.support.kube import Cluster, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.real_node import SERVING_IMAGE
 
 NODE_SELECTOR = {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}
 TOLERATIONS = [{"key": REAL_NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
+
+
+@dataclass(frozen=True)
+class RealNodeCluster:
+    cluster: LocalCluster
+    k8s: Cluster
+    workdir: Path
 
 
 @dataclass(frozen=True)
@@ -58,13 +65,13 @@ def demo_services(cluster: LocalCluster, workdir: Path, say: Callable[[str], Non
                   ) -> Iterator[tuple[Cluster, HuggingFaceHub, OperatorProcess]]:
     """The CRD, a hub on the pod bridge's gateway address, and the operator (image: the one on the node)."""
     k8s = client_for(cluster)
-    cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modelcaches.modelcache.dev")
+    cluster.install_crds(CRD_DIR)
     hub = HuggingFaceHub(host=GATEWAY)
     hub.add_repo(REPO, dict(package_model_files()))
     hub.start()
     say(f"Hugging Face protocol hub at {hub.url} (pod bridge gateway) with the real {REPO} files")
-    operator = OperatorProcess(cluster.state.kubeconfig, workdir / "operator", resync_seconds=5)
+    operator = OperatorProcess(cluster.state.kubeconfig, workdir / "operator", resync_seconds=5,
+                               allow_host_path=True)
     operator.start()
     try:
         yield k8s, hub, operator
@@ -84,46 +91,49 @@ def _ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
+def wait_job_pod(k8s: Cluster, job: Any, operator: OperatorProcess, timeout: float = 300) -> Any:
+    """The download Job's pod, once it has finished."""
+    namespace, selector = job.metadata.namespace, f"job-name={job.metadata.name}"
+
+    def job_pod_done() -> Any:
+        pods = k8s.core.list_namespaced_pod(namespace, label_selector=selector).items
+        return next((p for p in pods if p.status.phase in ("Succeeded", "Failed")), None)
+
+    def diagnostics() -> str:
+        pods = k8s.core.list_namespaced_pod(namespace, label_selector=selector).items
+        return "\n".join(f"{p.metadata.name} {p.spec.node_name} {p.status.phase}: "
+                         f"{_pod_log(k8s, p.metadata.name, namespace)}" for p in pods) + "\n" + operator.log_tail()
+
+    return wait_for(job_pod_done, timeout, interval=1, describe="the download Job's pod to finish",
+                    diagnostics=diagnostics)
+
+
 def run_real_demo(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, operator: OperatorProcess,
                   workdir: Path, say: Callable[[str], None]) -> RealDemoResult:
     volume = workdir / "volume"
     volume.mkdir(parents=True, exist_ok=True)
-    k8s.core.create_namespace({"metadata": {"name": NAMESPACE}})
-    wait_for(lambda: k8s.core.list_namespaced_service_account(NAMESPACE).items, 30, describe="namespace ready")
+    create_store_and_namespace(k8s, volume, say)
     manifest = {
-        "apiVersion": "modelcache.dev/v1alpha1", "kind": "ModelCache", "metadata": {"name": CACHE},
+        "apiVersion": "modelcache.dev/v1alpha2", "kind": "ModelCache", "metadata": {"name": CACHE},
         "spec": {"source": {"huggingface": {"repo": REPO, "endpoint": hub.url}},
-                 "storage": {"hostPath": {"path": str(volume)}, "capacity": "1Gi"},
                  "download": {"nodeSelector": NODE_SELECTOR, "tolerations": TOLERATIONS,
                               "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
                                             "limits": {"memory": "2Gi"}}},
                  "prewarm": {"mode": "postStart", "concurrency": 4}},
     }
-    say(f"kubectl apply ModelCache {CACHE} (hostPath volume {volume}, download Job on {REAL_NODE})")
+    say(f"kubectl apply ModelCache {CACHE} (default store, download Job on {REAL_NODE})")
     k8s.create_cache(NAMESPACE, manifest)
-    job = wait_for(lambda: next(iter(k8s.jobs(NAMESPACE, CACHE)), None), 60, describe="the download Job",
+    job = wait_for(lambda: next(iter(k8s.download_jobs()), None), 60, describe="the download Job",
                    diagnostics=operator.log_tail)
-    selector = f"job-name={job.metadata.name}"
-
-    def job_pod_done() -> Any:
-        pods = k8s.core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
-        return next((p for p in pods if p.status.phase in ("Succeeded", "Failed")), None)
-
-    def diagnostics() -> str:
-        pods = k8s.core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
-        return "\n".join(f"{p.metadata.name} {p.spec.node_name} {p.status.phase}: {_pod_log(k8s, p.metadata.name)}"
-                         for p in pods) + "\n" + operator.log_tail()
-
-    job_pod = wait_for(job_pod_done, 300, interval=1, describe="the download Job's pod to finish",
-                       diagnostics=diagnostics)
-    download_log = _pod_log(k8s, job_pod.metadata.name)
+    job_pod = wait_job_pod(k8s, job, operator)
+    download_log = _pod_log(k8s, job_pod.metadata.name, job.metadata.namespace)
     for line in download_log.splitlines():
         say(f"  downloader[{job_pod.spec.node_name}]: {line}")
     if job_pod.status.phase != "Succeeded":
         raise RuntimeError(f"the download pod {job_pod.metadata.name} failed:\n{download_log[-3000:]}")
     cache = k8s.wait_phase(NAMESPACE, CACHE, "Ready", timeout=60, diagnostics=operator.log_tail)
     revision = cache["status"]["resolvedRevision"]
-    revision_dir = volume / revision
+    revision_dir = volume / "hf" / REPO / cache["status"]["revisionPath"]
     files = [p for p in files_under(revision_dir) if ".modelcache" not in p.parts]
     evict(files)
     cold = resident_fraction(files)

@@ -1,4 +1,4 @@
-"""Unit tests for the pure pod-to-patch function `mutate_pod`.
+"""Unit tests for the pure pod-to-patch function `mutate_pod` and the helpers it is built from.
 
 Every allowed decision is applied with the `jsonpatch` library and the resulting pod is checked, so the
 ops are proven to apply (right `add` paths, escaping, list handling), not just to look right.
@@ -16,27 +16,26 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from modelcache_operator.api.v1alpha1 import ModelCacheSpec, ModelCacheStatus
-from modelcache_operator.prewarm import hook
-from modelcache_operator.webhook.patch import (
+from modelcache_operator.api.names import (
     ANN_CACHES,
     ANN_CONTAINERS,
+    ANN_DOWNLOADS,
+    ANN_FOLDERS,
     ANN_INJECTED,
     ANN_NOT_READY_POLICY,
     ANN_PINNED,
     ANN_PREWARM,
-    CHAIN_ARGV0,
     LABEL_INJECT,
-    AdmissionDecision,
-    CacheView,
-    InjectionSettings,
-    chain_poststart,
-    engine_flag_hits,
-    human_bytes,
-    json_pointer,
-    mutate_pod,
-    parse_quantity,
 )
+from modelcache_operator.api.v1alpha2 import ModelCacheSpec, ModelCacheStatus
+from modelcache_operator.builders.pins import pinned_downloads
+from modelcache_operator.builders.quantity import parse_quantity
+from modelcache_operator.prewarm import hook
+from modelcache_operator.webhook.engines import engine_flag_hits
+from modelcache_operator.webhook.memory import human_bytes
+from modelcache_operator.webhook.patch import AdmissionDecision, InjectionSettings, mutate_pod
+from modelcache_operator.webhook.pinning import CacheView
+from modelcache_operator.webhook.pod_shape import CHAIN_ARGV0, chain_poststart, json_pointer
 
 GIB = 1 << 30
 SHA_A = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"
@@ -88,7 +87,6 @@ def spec(
     modelscope: bool = False,
     prewarm: dict[str, Any] | None = None,
     serving: dict[str, Any] | None = None,
-    bucket_path: str = "/models/x",
 ) -> ModelCacheSpec:
     source = (
         {"modelscope": {"model": repo, "revision": revision}}
@@ -98,28 +96,46 @@ def spec(
     return ModelCacheSpec.model_validate(
         {
             "source": source,
-            "storage": {
-                "ossfs2": {
-                    "bucket": "oss-models",
-                    "path": bucket_path,
-                    "url": "http://oss-cn-hangzhou-internal.aliyuncs.com",
-                    "roleName": "r",
-                },
-                "capacity": "800Gi",
-            },
             "prewarm": prewarm or {},
             "serving": serving or {},
         }
     )
 
 
+def folder(sha: str) -> str:
+    """Where the operator puts a revision inside a cache's claim (all files, no filter)."""
+    return f"all/{sha}"
+
+
+def download_ref(sha: str) -> dict[str, Any]:
+    """The ModelDownload of a revision: shared ones live in the operator's namespace."""
+    return {"namespace": "modelcache-system", "name": f"dl-{sha[:8]}", "shared": True, "requestedBy": "llm/x"}
+
+
 def ready(
-    name: str, sha: str = SHA_A, *, size: int = 640 * GIB, pvc: str | None = None, **spec_kw: Any
+    name: str,
+    sha: str = SHA_A,
+    *,
+    size: int = 640 * GIB,
+    pvc: str | None = None,
+    path: str | None = None,
+    **spec_kw: Any,
 ) -> CacheView:
-    status = ModelCacheStatus(
-        phase="Ready", resolvedRevision=sha, pvcName=pvc or f"mc-{name}", sizeBytes=size
+    status = ModelCacheStatus.model_validate(
+        {
+            "phase": "Ready",
+            "resolvedRevision": sha,
+            "revisionPath": path or folder(sha),
+            "pvcName": pvc or f"mc-{name}",
+            "sizeBytes": size,
+            "servedFrom": download_ref(sha),
+            "downloadRef": download_ref(sha),
+        }
     )
     return CacheView(name=name, spec=spec(**spec_kw), status=status)
+
+
+AUTO = "auto"
 
 
 def downloading(
@@ -129,12 +145,23 @@ def downloading(
     requested: str | None = "main",
     pvc: str | None = "pvc-x",
     phase: str = "Downloading",
+    pending: str | None = AUTO,
+    published: str | None = None,
     **spec_kw: Any,
 ) -> CacheView:
+    """A cache downloading `resolved` into `pending` (folder(resolved) by default); `published` is the
+    revision it served before, if any."""
+    if pending == AUTO:
+        pending = folder(resolved) if resolved else None
     status = ModelCacheStatus.model_validate(
         {
             "phase": phase,
             "pvcName": pvc,
+            "pendingRevisionPath": pending,
+            "resolvedRevision": published,
+            "revisionPath": folder(published) if published else None,
+            "servedFrom": download_ref(published) if published else None,
+            "downloadRef": download_ref(resolved or "pending0"),
             "conditions": [
                 {
                     "type": "Ready",
@@ -343,6 +370,16 @@ def pinned(pod: dict[str, Any]) -> dict[str, str]:
     return result
 
 
+def folders(pod: dict[str, Any]) -> dict[str, str]:
+    result: dict[str, str] = json.loads(pod["metadata"]["annotations"][ANN_FOLDERS])
+    return result
+
+
+def downloads(pod: dict[str, Any]) -> dict[str, str]:
+    result: dict[str, str] = json.loads(pod["metadata"]["annotations"][ANN_DOWNLOADS])
+    return result
+
+
 # ----- the main shapes -----
 
 
@@ -394,7 +431,8 @@ def test_statefulset_pod_with_a_ready_cache_gets_the_full_injection() -> None:
     assert sglang["volumeMounts"] == [
         {"name": "dshm", "mountPath": "/dev/shm"},
         KUBE_API_MOUNT,
-        {"name": "mc-deepseek-r1", "mountPath": "/models/deepseek-r1", "readOnly": True, "subPath": SHA_A},
+        {"name": "mc-deepseek-r1", "mountPath": "/models/deepseek-r1", "readOnly": True,
+         "subPath": folder(SHA_A)},
         {"name": "modelcache-tools", "mountPath": "/opt/modelcache", "readOnly": True},
         {"name": "modelcache-prewarm-log", "mountPath": "/var/log/modelcache"},
     ]
@@ -421,6 +459,10 @@ def test_statefulset_pod_with_a_ready_cache_gets_the_full_injection() -> None:
     }
     assert out["metadata"]["annotations"][ANN_INJECTED] == "true"
     assert pinned(out) == {"deepseek-r1": SHA_A}
+    assert folders(out) == {"deepseek-r1": folder(SHA_A)}
+    assert downloads(out) == {"deepseek-r1": f"modelcache-system/dl-{SHA_A[:8]}"}
+    # What the operator's garbage collection reads back.
+    assert pinned_downloads(out["metadata"]["annotations"]) == {f"modelcache-system/dl-{SHA_A[:8]}"}
     # Untouched parts stay untouched.
     assert sglang["command"] == pod["spec"]["containers"][0]["command"]
     assert out["metadata"]["labels"] == pod["metadata"]["labels"]
@@ -436,6 +478,8 @@ def test_existing_lists_are_appended_to_and_annotation_keys_are_escaped() -> Non
     assert "/spec/containers/0/env" in paths
     assert "/spec/containers/0/lifecycle" in paths
     assert "/metadata/annotations/modelcache.dev~1pinned-revisions" in paths
+    assert "/metadata/annotations/modelcache.dev~1folders" in paths
+    assert "/metadata/annotations/modelcache.dev~1downloads" in paths
     assert "/metadata/annotations/modelcache.dev~1injected" in paths
 
 
@@ -454,6 +498,8 @@ def test_bare_pod_gets_whole_lists_added() -> None:
         "/spec/containers/0/env",
         "/spec/containers/0/lifecycle",
         "/metadata/annotations/modelcache.dev~1pinned-revisions",
+        "/metadata/annotations/modelcache.dev~1folders",
+        "/metadata/annotations/modelcache.dev~1downloads",
         "/metadata/annotations/modelcache.dev~1injected",
     }
     assert [v["name"] for v in ops["/spec/volumes"]] == [
@@ -466,7 +512,7 @@ def test_bare_pod_gets_whole_lists_added() -> None:
         "name": "mc-tiny",
         "mountPath": "/models/tiny",
         "readOnly": True,
-        "subPath": SHA_A,
+        "subPath": folder(SHA_A),
     }
     assert env_of(app)["MODEL_DIR"] == "/models/tiny"
     # No memory limit while prewarm is on.
@@ -489,7 +535,7 @@ def test_deployment_pod_injects_only_the_gpu_container_and_puts_our_init_contain
         "fetch-lora",
     ]
     wait = out["spec"]["initContainers"][1]
-    assert wait["command"] == ["fake-wait", "/opt/modelcache", f"/models/qwen3-coder/{SHA_B}", "21600"]
+    assert wait["command"] == ["fake-wait", "/opt/modelcache", f"/models/qwen3-coder/all/{SHA_B}", "21600"]
     # The wait container sees the whole volume (no subPath: the revision folder may not exist yet).
     assert wait["volumeMounts"] == [
         {"name": "mc-qwen3-coder", "mountPath": "/models/qwen3-coder", "readOnly": True},
@@ -502,9 +548,11 @@ def test_deployment_pod_injects_only_the_gpu_container_and_puts_our_init_contain
         "name": "mc-qwen3-coder",
         "mountPath": "/models/qwen3-coder",
         "readOnly": True,
-        "subPath": SHA_B,
+        "subPath": folder(SHA_B),
     } in vllm["volumeMounts"]
     assert pinned(out) == {"qwen3-coder": SHA_B}
+    assert folders(out) == {"qwen3-coder": folder(SHA_B)}
+    assert downloads(out) == {"qwen3-coder": f"modelcache-system/dl-{SHA_B[:8]}"}  # the running download
     # 96Gi limit vs 20 GiB (bytesTotal of the running download) + 2 GiB: fine.
     assert decision.warnings == []
 
@@ -597,7 +645,7 @@ def test_several_caches_primary_model_dir_and_one_variable_per_cache() -> None:
         "name": "mc-qwen-embed",
         "mountPath": "/data/embed",
         "readOnly": True,
-        "subPath": SHA_C,
+        "subPath": folder(SHA_C),
     } in sglang["volumeMounts"]
     assert pinned(out) == {"deepseek-r1": SHA_A, "qwen.embed": SHA_C}
     # One hook over both caches: the highest concurrency and timeout win.
@@ -654,7 +702,7 @@ def test_volume_name_clash_with_a_user_volume_gets_a_suffix() -> None:
         "mc-deepseek-r1"
     )
     mounts = {m["name"]: m for m in out["spec"]["containers"][0]["volumeMounts"]}
-    assert mounts["mc-deepseek-r1-2"]["subPath"] == SHA_A
+    assert mounts["mc-deepseek-r1-2"]["subPath"] == folder(SHA_A)
     assert mounts["modelcache-tools-2"]["mountPath"] == "/opt/modelcache"
     assert out["spec"]["initContainers"][0]["volumeMounts"][0]["name"] == "modelcache-tools-2"
 
@@ -854,6 +902,7 @@ def test_readmitting_a_mutated_pod_yields_an_empty_patch(make: Any) -> None:
     name = pod["metadata"]["annotations"][ANN_CACHES]
     pod["spec"]["containers"][0].setdefault("lifecycle", {"postStart": {"exec": {"command": ["echo", "hi"]}}})
     _, once = admit(pod, {name: downloading(name, resolved=SHA_B)}, namespace="llm")
+    assert folders(once) == {name: folder(SHA_B)}
     # Even after the cache moved on to a new Ready revision, the admitted pod keeps its pin.
     again, twice = admit(once, {name: ready(name, SHA_C)}, namespace="llm")
     assert again.patch == []
@@ -872,25 +921,180 @@ def test_readmission_without_the_injected_annotation_adds_nothing_twice() -> Non
 
 
 def test_a_copied_injected_annotation_without_our_volumes_is_injected_again() -> None:
-    pod = bare_pod(**{ANN_INJECTED: "true", ANN_PINNED: json.dumps({"tiny": SHA_B})})
+    pod = bare_pod(
+        **{
+            ANN_INJECTED: "true",
+            ANN_PINNED: json.dumps({"tiny": SHA_B}),
+            ANN_FOLDERS: json.dumps({"tiny": folder(SHA_B)}),
+        }
+    )
     _, out = admit(pod, {"tiny": ready("tiny")})
     assert pinned(out) == {"tiny": SHA_A}
+    assert folders(out) == {"tiny": folder(SHA_A)}
     assert out["spec"]["volumes"][0]["name"] == "mc-tiny"
 
 
-# ----- not-Ready policies -----
+def test_idempotence_compares_the_mounted_subpaths_with_the_folders_annotation() -> None:
+    _, once = admit(bare_pod(), {"tiny": ready("tiny", SHA_A, path=f"f-1a2b3c4d/{SHA_A}")})
+    assert once["spec"]["containers"][0]["volumeMounts"][0]["subPath"] == f"f-1a2b3c4d/{SHA_A}"
+    # A pod whose folders annotation names another folder than the one it mounts is not "already injected":
+    # the cache's current folder is mounted at the same path, which the pod already uses for another one.
+    tampered = copy.deepcopy(once)
+    tampered["metadata"]["annotations"][ANN_FOLDERS] = json.dumps({"tiny": f"all/{SHA_A}"})
+    decision = deny(tampered, {"tiny": ready("tiny", SHA_A, path=f"all/{SHA_A}")})
+    assert decision.message is not None
+    assert 'container "app" already mounts volume "mc-tiny" at /models/tiny' in decision.message
+    # Without the folders annotation (a pod pinned by an older operator) neither.
+    old = copy.deepcopy(once)
+    del old["metadata"]["annotations"][ANN_FOLDERS]
+    again, _ = admit(old, {"tiny": ready("tiny", SHA_A, path=f"f-1a2b3c4d/{SHA_A}")})
+    assert again.patch == [
+        {
+            "op": "add",
+            "path": "/metadata/annotations/modelcache.dev~1folders",
+            "value": json.dumps({"tiny": f"f-1a2b3c4d/{SHA_A}"}),
+        }
+    ]
 
 
-def test_wait_pins_a_spec_commit_sha_when_nothing_was_resolved_yet() -> None:
-    cache = downloading("tiny", resolved=None, requested=None, revision=SHA_C.upper())
+# ----- the served revision -----
+
+
+@pytest.mark.parametrize("phase", ["Downloading", "Verifying", "Failed", "Provisioning"])
+def test_during_a_revision_change_new_pods_get_the_published_revision_without_waiting(phase: str) -> None:
+    """The spec moved to a new revision (SHA_B, downloading into its own folder): new pods still get the
+    complete old one (SHA_A), whatever the phase and the notReadyPolicy."""
+    cache = downloading(
+        "deepseek-r1", phase=phase, published=SHA_A, resolved=SHA_B, serving={"notReadyPolicy": "deny"}
+    )
+    decision, out = admit(statefulset_pod(), {"deepseek-r1": cache})
+    assert pinned(out) == {"deepseek-r1": SHA_A}
+    assert folders(out) == {"deepseek-r1": folder(SHA_A)}
+    # The download that published SHA_A, not the running one (downloadRef, SHA_B's): GC keeps SHA_A's folder.
+    assert downloads(out) == {"deepseek-r1": f"modelcache-system/dl-{SHA_A[:8]}"}
+    assert [i["name"] for i in out["spec"]["initContainers"]] == ["modelcache-tools"]  # no wait container
+    mount = by_name(out["spec"]["containers"][0]["volumeMounts"], "mc-deepseek-r1")
+    assert mount == {
+        "name": "mc-deepseek-r1",
+        "mountPath": "/models/deepseek-r1",
+        "readOnly": True,
+        "subPath": folder(SHA_A),
+    }
+    assert by_name(out["spec"]["volumes"], "mc-deepseek-r1")["persistentVolumeClaim"]["claimName"] == "pvc-x"
+    assert decision.warnings == []
+
+
+def test_the_revision_path_is_the_subpath_whatever_its_shape() -> None:
+    """storageClass stores keep every model in one namespace claim: the path carries the model's folder."""
+    path = f"hf/Qwen/Qwen3-0.6B/all/{SHA_A}"
+    _, out = admit(bare_pod(), {"tiny": ready("tiny", SHA_A, path=path, size=GIB)})
+    assert out["spec"]["containers"][0]["volumeMounts"][0]["subPath"] == path
+    assert folders(out) == {"tiny": path}
+    assert pinned(out) == {"tiny": SHA_A}
+
+
+def test_a_deleting_cache_is_not_served_even_with_a_published_revision() -> None:
+    cache = downloading("tiny", phase="Deleting", published=SHA_A)
+    decision = deny(bare_pod(), {"tiny": cache})
+    assert decision.message == (
+        'ModelCache "tiny" in namespace "dev" is not Ready (phase Deleting; Ready=False '
+        'DownloadInProgress: 3/17 files); ModelCache "tiny" spec.serving.notReadyPolicy is wait, but a '
+        "Deleting cache does not become Ready by waiting"
+    )
+    ignored, out = admit(bare_pod(**{ANN_NOT_READY_POLICY: "ignore"}), {"tiny": cache})
+    assert ignored.patch == [] and out == bare_pod(**{ANN_NOT_READY_POLICY: "ignore"})
+    assert ignored.warnings[0].endswith(f"not injected because annotation {ANN_NOT_READY_POLICY} is ignore")
+
+
+def test_a_pin_without_a_known_download_is_left_out_of_the_downloads_annotation() -> None:
+    status = ModelCacheStatus(phase="Ready", resolvedRevision=SHA_A, revisionPath=folder(SHA_A), pvcName="p")
+    caches: dict[str, CacheView | None] = {
+        "a": CacheView(name="a", spec=spec(), status=status),
+        "b": ready("b", SHA_C, size=GIB),
+    }
+    _, out = admit(bare_pod("a,b"), caches)
+    assert pinned(out) == {"a": SHA_A, "b": SHA_C}
+    assert downloads(out) == {"b": f"modelcache-system/dl-{SHA_C[:8]}"}
+
+
+def test_a_published_revision_without_its_path_is_not_served() -> None:
+    status = ModelCacheStatus(phase="Ready", resolvedRevision=SHA_A, pvcName="p")
+    cache = CacheView(name="tiny", spec=spec(serving={"notReadyPolicy": "deny"}), status=status)
+    decision = deny(bare_pod(), {"tiny": cache})
+    assert decision.message is not None
+    assert "(phase Ready; no revision published yet) and" in decision.message
+
+
+# ----- caches in other namespaces -----
+
+
+@pytest.mark.parametrize("entry", ["team-b/qwen", "/qwen", "team-b/"])
+def test_a_cache_of_another_namespace_is_denied(entry: str) -> None:
+    decision = deny(bare_pod(f"tiny,{entry}"), {"tiny": ready("tiny"), entry: ready("qwen")})
+    assert decision.message == (
+        f'annotation {ANN_CACHES} names "{entry}": caches are looked up in the pod\'s namespace only; a pod '
+        "cannot use another namespace's cache. Create a ModelCache in this namespace instead"
+    )
+
+
+@pytest.mark.parametrize("entry", ["Qwen3", "qwen_3", "-qwen", "qwen.", "a" * 254, "q:1"])
+def test_a_cache_name_that_is_not_a_dns_subdomain_is_denied(entry: str) -> None:
+    decision = deny(bare_pod(entry), {entry: ready("x")})
+    assert decision.message == (
+        f'annotation {ANN_CACHES} names "{entry}", which is not a ModelCache name (a DNS subdomain: '
+        'lowercase letters, digits, "-" and ".", at most 253 characters)'
+    )
+
+
+def test_dotted_cache_names_are_fine() -> None:
+    _, out = admit(bare_pod("qwen.embed-v2"), {"qwen.embed-v2": ready("qwen.embed-v2", size=GIB)})
+    assert pinned(out) == {"qwen.embed-v2": SHA_A}
+
+
+# ----- not-Ready policies (nothing published yet) -----
+
+
+def test_wait_pins_the_pending_revision_in_its_pending_folder() -> None:
+    cache = downloading("tiny", resolved=SHA_B, pending=f"f-1a2b3c4d/{SHA_B}", prewarm={"mode": "off"})
+    _, out = admit(bare_pod(), {"tiny": cache})
+    assert pinned(out) == {"tiny": SHA_B}
+    assert folders(out) == {"tiny": f"f-1a2b3c4d/{SHA_B}"}
+    tools, wait = out["spec"]["initContainers"]
+    assert (tools["name"], wait["name"]) == ("modelcache-tools", "modelcache-wait-tiny")
+    # The wait container mounts the whole claim and waits for the pending folder's manifest ...
+    assert wait["command"] == ["fake-wait", "/opt/modelcache", f"/models/tiny/f-1a2b3c4d/{SHA_B}", "21600"]
+    assert wait["volumeMounts"][0] == {"name": "mc-tiny", "mountPath": "/models/tiny", "readOnly": True}
+    # ... and the serving container mounts exactly that folder.
+    assert out["spec"]["containers"][0]["volumeMounts"] == [
+        {"name": "mc-tiny", "mountPath": "/models/tiny", "readOnly": True, "subPath": f"f-1a2b3c4d/{SHA_B}"}
+    ]
+
+
+def test_wait_denies_while_the_pending_folder_is_unknown() -> None:
+    cache = downloading("tiny", resolved=SHA_B, pending=None)
+    decision = deny(bare_pod(), {"tiny": cache})
+    assert decision.message == (
+        'ModelCache "tiny" in namespace "dev" is not Ready (phase Downloading; Ready=False '
+        "DownloadInProgress: 3/17 files; no revision published yet) and is still resolving its revision and "
+        "volume; the pod is denied for now and its controller will retry"
+    )
+
+
+def test_wait_pins_a_spec_commit_sha_only_in_that_commits_pending_folder() -> None:
+    cache = downloading("tiny", resolved=None, requested=None, revision=SHA_C.upper(), pending=folder(SHA_C))
     _, out = admit(bare_pod(), {"tiny": cache})
     assert pinned(out) == {"tiny": SHA_C}
     assert out["spec"]["initContainers"][1]["command"] == [
         "fake-wait",
         "/opt/modelcache",
-        f"/models/tiny/{SHA_C}",
+        f"/models/tiny/all/{SHA_C}",
         "21600",
     ]
+    # Before the folder is known, or when the pending folder is another commit's, the sha is not enough.
+    for pending in (None, folder(SHA_B)):
+        cache = downloading("tiny", resolved=None, requested=None, revision=SHA_C, pending=pending)
+        message = deny(bare_pod(), {"tiny": cache}).message
+        assert message is not None and "is still resolving its revision and volume" in message
 
 
 def test_wait_ignores_a_download_report_for_another_requested_revision() -> None:
@@ -899,8 +1103,8 @@ def test_wait_ignores_a_download_report_for_another_requested_revision() -> None
     assert decision.message == (
         'ModelCache "tiny" in namespace "dev" is not Ready (phase Downloading; Ready=False '
         "DownloadInProgress: "
-        "3/17 files) and is still resolving its revision and volume; the pod is denied for now and its "
-        "controller will retry"
+        "3/17 files; no revision published yet) and is still resolving its revision and volume; the pod is "
+        "denied for now and its controller will retry"
     )
 
 
@@ -925,8 +1129,8 @@ def test_wait_on_a_failed_cache_is_denied() -> None:
     assert decision.message == (
         'ModelCache "tiny" in namespace "dev" is not Ready (phase Failed; Ready=False '
         "DownloadInProgress: 3/17 "
-        'files); ModelCache "tiny" spec.serving.notReadyPolicy is wait, but a Failed cache does not become '
-        "Ready by waiting"
+        'files; no revision published yet); ModelCache "tiny" spec.serving.notReadyPolicy is wait, but a '
+        "Failed cache does not become Ready by waiting"
     )
 
 
@@ -935,8 +1139,8 @@ def test_deny_policy_names_the_cache_phase_and_reason() -> None:
     decision = deny(statefulset_pod(), {"deepseek-r1": cache})
     assert decision.message == (
         'ModelCache "deepseek-r1" in namespace "llm" is not Ready (phase Downloading; Ready=False '
-        'DownloadInProgress: 3/17 files) and ModelCache "deepseek-r1" spec.serving.notReadyPolicy is deny; '
-        "create the pod again once the cache is Ready"
+        'DownloadInProgress: 3/17 files; no revision published yet) and ModelCache "deepseek-r1" '
+        "spec.serving.notReadyPolicy is deny; create the pod again once the cache is Ready"
     )
 
 
@@ -956,7 +1160,7 @@ def test_pod_annotation_overrides_the_cache_policy() -> None:
 
 
 def test_ready_phase_without_pvc_name_is_not_ready() -> None:
-    status = ModelCacheStatus(phase="Ready", resolvedRevision=SHA_A)
+    status = ModelCacheStatus(phase="Ready", resolvedRevision=SHA_A, revisionPath=folder(SHA_A))
     cache = CacheView(name="tiny", spec=spec(serving={"notReadyPolicy": "deny"}), status=status)
     decision = deny(bare_pod(), {"tiny": cache})
     assert decision.message is not None
@@ -971,7 +1175,7 @@ def test_ignore_policy_allows_without_injection() -> None:
     assert out == pod
     assert decision.warnings == [
         'ModelCache "deepseek-r1" in namespace "llm" is not Ready (phase Downloading; Ready=False '
-        'DownloadInProgress: 3/17 files); not injected because ModelCache "deepseek-r1" '
+        'DownloadInProgress: 3/17 files; no revision published yet); not injected because ModelCache "deepseek-r1" '
         "spec.serving.notReadyPolicy is ignore"
     ]
 
@@ -1104,8 +1308,9 @@ def test_init_container_mode_warms_before_the_server_and_user_init_containers() 
         "1200",
     ]
     assert warm["volumeMounts"] == [
-        {"name": "mc-qwen3-coder", "mountPath": "/models/qwen3-coder", "readOnly": True, "subPath": SHA_B},
-        {"name": "mc-draft", "mountPath": "/models/draft", "readOnly": True, "subPath": SHA_C},
+        {"name": "mc-qwen3-coder", "mountPath": "/models/qwen3-coder", "readOnly": True,
+         "subPath": folder(SHA_B)},
+        {"name": "mc-draft", "mountPath": "/models/draft", "readOnly": True, "subPath": folder(SHA_C)},
         {"name": "modelcache-tools", "mountPath": "/opt/modelcache", "readOnly": True},
     ]
     # The serving container's cpu/memory, never its GPUs: page cache is charged to the reading cgroup.
@@ -1155,7 +1360,7 @@ def test_memory_limit_above_model_plus_overhead_is_quiet() -> None:
 
 
 def test_no_memory_limit_and_unknown_size_still_warns() -> None:
-    status = ModelCacheStatus(phase="Ready", resolvedRevision=SHA_A, pvcName="p")
+    status = ModelCacheStatus(phase="Ready", resolvedRevision=SHA_A, revisionPath=folder(SHA_A), pvcName="p")
     decision, _ = admit(bare_pod(), {"tiny": CacheView(name="tiny", spec=spec(), status=status)})
     assert decision.warnings == [
         'container "app" has no memory limit while prewarm is on for tiny; set '
@@ -1263,7 +1468,7 @@ def test_default_settings_use_the_prewarm_hook_commands() -> None:
     _, out = admit(bare_pod(), {"tiny": downloading("tiny")}, settings)
     tools, wait = out["spec"]["initContainers"]
     assert tools["command"] == hook.install_command("/opt/modelcache")
-    assert wait["command"] == hook.wait_command("/opt/modelcache", f"/models/tiny/{SHA_B}", 21600)
+    assert wait["command"] == hook.wait_command("/opt/modelcache", f"/models/tiny/all/{SHA_B}", 21600)
     assert out["spec"]["containers"][0]["lifecycle"]["postStart"]["exec"][
         "command"
     ] == hook.poststart_command(

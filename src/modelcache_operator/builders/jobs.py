@@ -1,13 +1,13 @@
-"""The download Job, its least-privilege identity, and the cleanup Job."""
+"""The download Job, its least-privilege identity, and the Job that removes a collected revision folder."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from ..api import v1alpha1 as api
+from ..api import v1alpha2 as api
 from ..downloader.errors import NON_RETRYABLE_EXIT_CODES
-from . import naming
+from . import layout, naming
 
 CACHE_MOUNT = "/cache"
 TOKEN_ENV = "MC_HUB_TOKEN"  # noqa: S105 - the variable name, filled by secretKeyRef
@@ -24,34 +24,32 @@ RESTRICTED_SECURITY_CONTEXT: dict[str, Any] = {
 RUN_AS_USER = 65532
 
 
-def hub_and_source(spec: api.ModelCacheSpec) -> tuple[str, str, api.HubSourceFields, str]:
-    if spec.source.huggingface:
-        hf = spec.source.huggingface
-        return "huggingface", hf.repo, hf, hf.revision
-    assert spec.source.modelscope is not None  # guaranteed by the CRD's exactly-one rule
-    ms = spec.source.modelscope
-    return "modelscope", ms.model, ms, ms.revision
-
-
-def model_label(spec: api.ModelCacheSpec) -> str:
-    hub, repo, _, _ = hub_and_source(spec)
-    return f"{'hf' if hub == 'huggingface' else 'ms'}:{repo}"
-
-
 def _env(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value}
 
 
-def downloader_env(namespace: str, cache: str, job_name: str, spec: api.ModelCacheSpec) -> list[dict[str, Any]]:
-    hub, repo, source, revision = hub_and_source(spec)
+def token_ref(spec: api.ModelDownloadSpec, store: api.ModelStoreSpec) -> api.SecretKeyRef | None:
+    """A private download's own token (in its namespace), else the store's credential for the hub (in the
+    operator's namespace, where shared downloads run)."""
+    key = layout.source_key(spec.source)
+    if key.fields.tokenSecretRef:
+        return key.fields.tokenSecretRef
+    credentials = store.hubCredentials
+    ref = getattr(credentials, key.hub) if credentials else None
+    return api.SecretKeyRef(name=ref.name, key=ref.key) if ref else None
+
+
+def downloader_env(namespace: str, download: str, job_name: str, spec: api.ModelDownloadSpec,
+                   store: api.ModelStoreSpec) -> list[dict[str, Any]]:
+    key = layout.source_key(spec.source)
     env = [
-        _env("MC_HUB", hub),
-        _env("MC_REPO", repo),
-        _env("MC_REVISION", revision),
+        _env("MC_HUB", key.hub),
+        _env("MC_REPO", key.repo),
+        _env("MC_REVISION", key.revision),
         _env("MC_ROOT", CACHE_MOUNT),
         _env("MC_MAX_WORKERS", str(spec.download.maxWorkers)),
-        _env("MC_CACHE_NAMESPACE", namespace),
-        _env("MC_CACHE_NAME", cache),
+        _env("MC_DOWNLOAD_NAMESPACE", namespace),
+        _env("MC_DOWNLOAD_NAME", download),
         _env("MC_JOB_NAME", job_name),
         _env("MC_REPORT", "kubernetes"),
         _env("HF_HOME", "/tmp/hf-home"),
@@ -59,33 +57,33 @@ def downloader_env(namespace: str, cache: str, job_name: str, spec: api.ModelCac
         # Names the lock holder on the volume, so a stale lock says which pod left it.
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
-    if source.allowPatterns:
-        env.append(_env("MC_ALLOW_PATTERNS", json.dumps(source.allowPatterns)))
-    if source.ignorePatterns:
-        env.append(_env("MC_IGNORE_PATTERNS", json.dumps(source.ignorePatterns)))
-    if source.endpoint:
-        env.append(_env("MC_ENDPOINT", source.endpoint))
-    if source.tokenSecretRef:
+    if key.fields.allowPatterns:
+        env.append(_env("MC_ALLOW_PATTERNS", json.dumps(key.fields.allowPatterns)))
+    if key.fields.ignorePatterns:
+        env.append(_env("MC_IGNORE_PATTERNS", json.dumps(key.fields.ignorePatterns)))
+    if key.fields.endpoint:
+        env.append(_env("MC_ENDPOINT", key.fields.endpoint))
+    token = token_ref(spec, store)
+    if token:
         # The token reaches the pod only by reference: it never appears in the Job spec.
-        env.append({"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {
-            "name": source.tokenSecretRef.name, "key": source.tokenSecretRef.key}}})
+        env.append({"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}})
     return env
 
 
-def downloader_rbac(cache_body: dict[str, Any]) -> list[dict[str, Any]]:
-    """A ServiceAccount per cache, allowed only to report on its own ModelCache's status."""
-    namespace, cache = cache_body["metadata"]["namespace"], cache_body["metadata"]["name"]
-    name = naming.downloader_identity_name(cache)
+def downloader_rbac(download_body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ServiceAccount per download, allowed only to report on its own ModelDownload's status."""
+    namespace, download = download_body["metadata"]["namespace"], download_body["metadata"]["name"]
+    name = naming.downloader_identity_name(download)
     metadata = {
         "name": name,
         "namespace": namespace,
-        "labels": naming.child_labels(namespace, cache, "downloader"),
-        "ownerReferences": [naming.owner_reference(cache_body)],
+        "labels": naming.child_labels("downloader", download=download),
+        "ownerReferences": [naming.owner_reference(download_body)],
     }
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": metadata, "rules": [
-            {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/status"], "resourceNames": [cache],
+            {"apiGroups": [api.GROUP], "resources": [f"{api.DOWNLOAD_PLURAL}/status"], "resourceNames": [download],
              "verbs": ["get", "patch"]},
         ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": metadata,
@@ -94,7 +92,7 @@ def downloader_rbac(cache_body: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _pod_scheduling(spec: api.ModelCacheSpec) -> dict[str, Any]:
+def _pod_scheduling(spec: api.ModelDownloadSpec) -> dict[str, Any]:
     scheduling: dict[str, Any] = {}
     if spec.download.nodeSelector:
         scheduling["nodeSelector"] = spec.download.nodeSelector
@@ -103,49 +101,54 @@ def _pod_scheduling(spec: api.ModelCacheSpec) -> dict[str, Any]:
     return scheduling
 
 
-def _resources(spec: api.ModelCacheSpec) -> dict[str, Any]:
+def _resources(spec: api.ModelDownloadSpec) -> dict[str, Any]:
     if spec.download.resources:
         return spec.download.resources.model_dump(exclude_none=True)
     return {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
 
 
-def volume_permissions(spec: api.ModelCacheSpec, image: str) -> list[dict[str, Any]]:
-    """hostPath volumes get no fsGroup, and the kubelet creates the directory root-owned: hand the volume
-    root (only it, not recursively) to the image's user first, with CAP_CHOWN and nothing else."""
-    if spec.storage.hostPath is None:
+def volume_permissions(store: api.ModelStoreSpec, image: str) -> list[dict[str, Any]]:
+    """hostPath volumes get no fsGroup, and the kubelet creates the folder root-owned: hand the folder (only
+    it, not recursively) to the image's user first, with CAP_CHOWN and nothing else."""
+    if store.hostPath is None:
         return []
     return [{
         "name": "volume-permissions",
-        "image": spec.download.image or image,
+        "image": image,
         "command": ["chown", f"{RUN_AS_USER}:{RUN_AS_USER}", CACHE_MOUNT],
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
         "securityContext": {**RESTRICTED_SECURITY_CONTEXT, "runAsUser": 0, "runAsNonRoot": False,
                             "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}},
-        "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}],
     }]
 
 
-def download_job(cache_body: dict[str, Any], spec: api.ModelCacheSpec, job_name: str, image: str) -> dict[str, Any]:
-    namespace, cache = cache_body["metadata"]["namespace"], cache_body["metadata"]["name"]
-    labels = naming.child_labels(namespace, cache, "downloader")
+def download_job(download_body: dict[str, Any], spec: api.ModelDownloadSpec, store: api.ModelStoreSpec,
+                 image: str, quota_free_bytes: int | None = None) -> dict[str, Any]:
+    """The Job that fills `spec.folder` of `spec.claimName`: it mounts only that folder, so even its own
+    process cannot write elsewhere on the store."""
+    namespace, download = download_body["metadata"]["namespace"], download_body["metadata"]["name"]
+    job_name = naming.download_job_name(download)
+    labels = naming.child_labels("downloader", download=download, store=spec.store)
+    cache_mount = {"name": "cache", "mountPath": CACHE_MOUNT, "subPath": spec.folder}
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": naming.downloader_identity_name(cache),
+        "serviceAccountName": naming.downloader_identity_name(download),
         "securityContext": {"runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER, "fsGroup": RUN_AS_USER,
                             "fsGroupChangePolicy": "OnRootMismatch", "runAsNonRoot": True},
-        "initContainers": volume_permissions(spec, image),
+        "initContainers": [{**c, "volumeMounts": [cache_mount]} for c in volume_permissions(store, image)],
         "containers": [{
             "name": DOWNLOADER_CONTAINER,
-            "image": spec.download.image or image,
+            "image": image,
             "command": ["modelcache-download"],
-            "env": downloader_env(namespace, cache, job_name, spec),
+            "env": downloader_env(namespace, download, job_name, spec, store) + (
+                [] if quota_free_bytes is None else [_env("MC_QUOTA_FREE_BYTES", str(quota_free_bytes))]),
             "resources": _resources(spec),
             "securityContext": RESTRICTED_SECURITY_CONTEXT,
             "terminationMessagePolicy": "FallbackToLogsOnError",
-            "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+            "volumeMounts": [cache_mount, {"name": "tmp", "mountPath": "/tmp"}],
         }],
         "volumes": [
-            {"name": "cache", "persistentVolumeClaim": {"claimName": naming.pvc_name(cache)}},
+            {"name": "cache", "persistentVolumeClaim": {"claimName": spec.claimName}},
             {"name": "tmp", "emptyDir": {}},
         ],
         **_pod_scheduling(spec),
@@ -154,7 +157,7 @@ def download_job(cache_body: dict[str, Any], spec: api.ModelCacheSpec, job_name:
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": job_name, "namespace": namespace, "labels": labels,
-                     "ownerReferences": [naming.owner_reference(cache_body)]},
+                     "ownerReferences": [naming.owner_reference(download_body)]},
         "spec": {
             "backoffLimit": spec.download.backoffLimit,
             "activeDeadlineSeconds": spec.download.activeDeadlineSeconds,
@@ -169,15 +172,16 @@ def download_job(cache_body: dict[str, Any], spec: api.ModelCacheSpec, job_name:
     }
 
 
-def cleanup_job(cache_body: dict[str, Any], image: str) -> dict[str, Any]:
-    """Removes every file of the cache from the volume before the PV/PVC go (reclaimPolicy Delete)."""
-    namespace, cache = cache_body["metadata"]["namespace"], cache_body["metadata"]["name"]
-    labels = naming.child_labels(namespace, cache, "cleanup")
+def cleanup_job(download_body: dict[str, Any], spec: api.ModelDownloadSpec, revision: str,
+                image: str) -> dict[str, Any]:
+    """Removes one revision folder: mounts the download's folder (never more) and deletes `<revision>` in it."""
+    namespace, download = download_body["metadata"]["namespace"], download_body["metadata"]["name"]
+    labels = naming.child_labels("cleanup", download=download, store=spec.store)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": naming.cleanup_job_name(cache), "namespace": namespace, "labels": labels,
-                     "ownerReferences": [naming.owner_reference(cache_body)]},
+        "metadata": {"name": naming.cleanup_job_name(download), "namespace": namespace, "labels": labels,
+                     "ownerReferences": [naming.owner_reference(download_body)]},
         "spec": {
             "backoffLimit": 3,
             "activeDeadlineSeconds": 3600,
@@ -187,12 +191,14 @@ def cleanup_job(cache_body: dict[str, Any], image: str) -> dict[str, Any]:
                 "containers": [{
                     "name": "cleanup",
                     "image": image,
-                    "command": ["modelcache-operator", "purge", "--root", CACHE_MOUNT],
+                    "command": ["modelcache-operator", "purge", "--root", CACHE_MOUNT, "--entry", revision],
                     "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
                     "securityContext": RESTRICTED_SECURITY_CONTEXT,
-                    "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}],
+                    "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT, "subPath": spec.folder}],
                 }],
-                "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": naming.pvc_name(cache)}}],
+                "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": spec.claimName}}],
+                # Where the download ran: a node-local store is only reachable there.
+                **_pod_scheduling(spec),
             }},
         },
     }

@@ -1,21 +1,22 @@
-"""Deterministic child names and labels. The same cache always maps to the same names, across restarts."""
+"""Deterministic child names and labels. The same object always maps to the same names, across restarts."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
-from ..api import v1alpha1 as api
-
-MANAGED_BY = "modelcache-operator"
-FIELD_MANAGER = "modelcache-operator"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_CACHE = "modelcache.dev/cache"
-LABEL_CACHE_NAMESPACE = "modelcache.dev/cache-namespace"
-LABEL_ROLE = "modelcache.dev/role"
-ANNOTATION_RETRY = "modelcache.dev/retry"
-FINALIZER = "modelcache.dev/cleanup"
+from ..api.names import (
+    API_VERSION,
+    LABEL_CACHE,
+    LABEL_CACHE_NAMESPACE,
+    LABEL_DOWNLOAD,
+    LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    LABEL_STORE,
+    MANAGED_BY,
+)
 
 DNS_LABEL_MAX = 63
 DNS_SUBDOMAIN_MAX = 253
@@ -38,6 +39,13 @@ def label_value(value: str) -> str:
     return bounded(value, DNS_LABEL_MAX)
 
 
+def slug(text: str) -> str:
+    """A DNS-label-safe rendering of a repo id such as Qwen/Qwen3-0.6B."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+# ----- per cache, in its namespace: the read-only claim pods mount -----
+
 def pvc_name(cache: str) -> str:
     return bounded(f"modelcache-{cache}", DNS_SUBDOMAIN_MAX)
 
@@ -47,39 +55,66 @@ def pv_name(namespace: str, cache: str) -> str:
     return bounded(f"modelcache-{namespace}-{cache}-{short_hash(namespace, cache)}", DNS_SUBDOMAIN_MAX)
 
 
-def downloader_identity_name(cache: str) -> str:
-    return bounded(f"modelcache-dl-{cache}", DNS_SUBDOMAIN_MAX)
+def private_pvc_name(cache: str) -> str:
+    """The writable claim of a namespace-private download (a cache with its own token)."""
+    return bounded(f"modelcache-{cache}-rw", DNS_SUBDOMAIN_MAX)
 
 
-def source_fingerprint(spec: api.ModelCacheSpec, retry_token: str | None) -> str:
-    return short_hash(spec.source.model_dump(mode="json", exclude_none=True), retry_token)
+def private_pv_name(namespace: str, cache: str) -> str:
+    return bounded(f"modelcache-{namespace}-{cache}-{short_hash(namespace, cache)}-rw", DNS_SUBDOMAIN_MAX)
 
 
-def download_job_name(cache: str, fingerprint: str) -> str:
+# ----- per store: the writable claim shared downloads mount (in the operator's namespace), or, for a
+# storageClass store, the one claim of each namespace -----
+
+def store_claim_name(store: str) -> str:
+    return bounded(f"modelcache-store-{store}", DNS_SUBDOMAIN_MAX)
+
+
+def store_pv_name(store: str) -> str:
+    return bounded(f"modelcache-store-{store}", DNS_SUBDOMAIN_MAX)
+
+
+# ----- per download -----
+
+def download_name(store: str, repo: str, key: Any) -> str:
+    """Readable (store and repo) and unique (a hash of everything that makes the download)."""
+    digest = short_hash(key)
+    return bounded(f"{store}-{slug(repo)}", DNS_LABEL_MAX - len(digest) - 1, key) + f"-{digest}"
+
+
+def download_job_name(download: str) -> str:
     # Job names become a pod label value, so they must fit in 63 characters.
-    return bounded(f"mc-dl-{cache}", DNS_LABEL_MAX - len(fingerprint) - 1, fingerprint) + f"-{fingerprint}"
+    return bounded(f"mc-dl-{download}", DNS_LABEL_MAX)
 
 
-def cleanup_job_name(cache: str) -> str:
-    return bounded(f"mc-rm-{cache}", DNS_LABEL_MAX)
+def cleanup_job_name(download: str) -> str:
+    return bounded(f"mc-rm-{download}", DNS_LABEL_MAX)
 
 
-def child_labels(namespace: str, cache: str, role: str) -> dict[str, str]:
+def downloader_identity_name(download: str) -> str:
+    return bounded(f"modelcache-dl-{download}", DNS_SUBDOMAIN_MAX)
+
+
+def child_labels(role: str, *, cache: tuple[str, str] | None = None, download: str | None = None,
+                 store: str | None = None) -> dict[str, str]:
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ROLE: role}
+    if cache:
+        labels |= {LABEL_CACHE_NAMESPACE: label_value(cache[0]), LABEL_CACHE: label_value(cache[1])}
+    if download:
+        labels[LABEL_DOWNLOAD] = label_value(download)
+    if store:
+        labels[LABEL_STORE] = label_value(store)
+    return labels
+
+
+def owner_reference(body: dict[str, Any], controller: bool = True) -> dict[str, Any]:
+    meta = body["metadata"]
     return {
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_CACHE: label_value(cache),
-        LABEL_CACHE_NAMESPACE: label_value(namespace),
-        LABEL_ROLE: role,
-    }
-
-
-def owner_reference(cache_body: dict[str, Any]) -> dict[str, Any]:
-    meta = cache_body["metadata"]
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": api.KIND,
+        "apiVersion": API_VERSION,
+        "kind": body["kind"],
         "name": meta["name"],
         "uid": meta["uid"],
-        "controller": True,
+        "controller": controller,
         "blockOwnerDeletion": True,
     }

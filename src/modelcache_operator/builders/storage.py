@@ -1,100 +1,121 @@
-"""PV and PVC for each storage backend, as in the ossfs 2.0 guide (seed 001): a static RWX PV pre-bound
-to its PVC, or a dynamic RWX PVC from a StorageClass."""
+"""PersistentVolumes and claims over a store, as in the ossfs 2.0 guide (seed 001): static PVs pre-bound to
+their claims, each pointing at one directory of the store, or a namespace's claim from a StorageClass.
+
+Only an admin's ModelStore decides where a PV points; a cache only picks the (hub, repo) folder below it.
+Serving claims are read-only at the volume level wherever the backend has the switch (csi.readOnly,
+nfs.readOnly), not only through the pods' mount flag.
+"""
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
-from ..api import v1alpha1 as api
+from ..api import v1alpha2 as api
 from . import naming
 
 OSSFS_DRIVER = "ossplugin.csi.alibabacloud.com"
 EFS_DRIVER = "efs.csi.aws.com"
 
 
-def backend_name(storage: api.Storage) -> str:
-    return next(b for b in api.STORAGE_BACKENDS if getattr(storage, b) is not None)
+def backend_name(store: api.ModelStoreSpec) -> str:
+    return next(b for b in api.STORAGE_BACKENDS if getattr(store, b) is not None)
 
 
-def _persistent_volume_source(storage: api.Storage, pv_name: str, namespace: str) -> dict[str, Any]:
-    if storage.ossfs2:
-        oss = storage.ossfs2
-        attributes = {"fuseType": "ossfs2", "bucket": oss.bucket, "path": oss.path, "url": oss.url}
+def _join(root: str, relative: str) -> str:
+    return posixpath.normpath(posixpath.join(root, relative)) if relative else root
+
+
+def _volume_source(store: api.ModelStoreSpec, relative: str, pv_name: str, read_only: bool,
+                   operator_namespace: str) -> dict[str, Any]:
+    if store.ossfs2:
+        oss = store.ossfs2
+        attributes = {"fuseType": "ossfs2", "bucket": oss.bucket, "path": _join(oss.path, relative), "url": oss.url}
         if oss.otherOpts:
             attributes["otherOpts"] = oss.otherOpts
-        csi: dict[str, Any] = {"driver": OSSFS_DRIVER, "volumeHandle": pv_name, "volumeAttributes": attributes}
+        csi: dict[str, Any] = {"driver": OSSFS_DRIVER, "volumeHandle": pv_name, "volumeAttributes": attributes,
+                               "readOnly": read_only}
         if oss.authType == "rrsa":
             attributes |= {"authType": "rrsa", "roleName": oss.roleName or ""}
         elif oss.secretRef:
-            csi["nodePublishSecretRef"] = {"name": oss.secretRef.name, "namespace": namespace}
+            csi["nodePublishSecretRef"] = {"name": oss.secretRef.name, "namespace": operator_namespace}
         return {"csi": csi}
-    if storage.nfs:
-        return {"nfs": {"server": storage.nfs.server, "path": storage.nfs.path}}
-    if storage.efs:
-        efs = storage.efs
-        # efs.csi.aws.com volumeHandle: <fileSystemId>:<subpath>:<accessPointId>
-        handle = efs.fileSystemId
-        if efs.path or efs.accessPointId:
-            handle += f":{efs.path or ''}"
+    if store.nfs:
+        return {"nfs": {"server": store.nfs.server, "path": _join(store.nfs.path, relative), "readOnly": read_only}}
+    if store.efs:
+        efs = store.efs
+        # efs.csi.aws.com volumeHandle: <fileSystemId>:<subpath>[:<accessPointId>]
+        handle = f"{efs.fileSystemId}:{_join(efs.path, relative)}"
         if efs.accessPointId:
             handle += f":{efs.accessPointId}"
-        return {"csi": {"driver": EFS_DRIVER, "volumeHandle": handle}}
-    if storage.hostPath:
-        return {"hostPath": {"path": storage.hostPath.path, "type": "DirectoryOrCreate"}}
-    raise ValueError(f"backend {backend_name(storage)} has no static PersistentVolume")
+        return {"csi": {"driver": EFS_DRIVER, "volumeHandle": handle, "readOnly": read_only}}
+    if store.hostPath:
+        # hostPath has no volume-level read-only switch; pods get readOnly mounts (development only).
+        return {"hostPath": {"path": _join(store.hostPath.path, relative), "type": "DirectoryOrCreate"}}
+    raise ValueError(f"backend {backend_name(store)} has no static PersistentVolume")
 
 
-def is_static(storage: api.Storage) -> bool:
-    return storage.storageClass is None
+def access_mode(read_only: bool) -> str:
+    return "ReadOnlyMany" if read_only else "ReadWriteMany"
 
 
-def persistent_volume(cache_body: dict[str, Any], spec: api.ModelCacheSpec) -> dict[str, Any] | None:
-    """The static PV, or None for a StorageClass backend. PVs are cluster-scoped, so no owner reference:
-    the operator's finalizer removes them."""
-    if not is_static(spec.storage):
-        return None
-    namespace, cache = cache_body["metadata"]["namespace"], cache_body["metadata"]["name"]
-    name = naming.pv_name(namespace, cache)
+def persistent_volume(name: str, store: api.ModelStoreSpec, relative: str, *, read_only: bool,
+                      claim: tuple[str, str], labels: dict[str, str], operator_namespace: str,
+                      owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A static PV on `relative` below the store root, pre-bound to `claim` (namespace, name)."""
     pv_spec: dict[str, Any] = {
-        "capacity": {"storage": spec.storage.capacity},
-        "accessModes": ["ReadWriteMany"],
+        "capacity": {"storage": store.capacity},
+        "accessModes": [access_mode(read_only)],
         "volumeMode": "Filesystem",
-        # The operator deletes the files itself (reclaimPolicy Delete runs a cleanup Job); the PV never does.
+        # Files go only by the store's retention, never with a PV.
         "persistentVolumeReclaimPolicy": "Retain",
         "storageClassName": "",
-        "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": namespace,
-                     "name": naming.pvc_name(cache)},
-        **_persistent_volume_source(spec.storage, name, namespace),
+        "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": claim[0],
+                     "name": claim[1]},
+        **_volume_source(store, relative, name, read_only, operator_namespace),
     }
-    if spec.storage.nfs and spec.storage.nfs.mountOptions:
-        pv_spec["mountOptions"] = spec.storage.nfs.mountOptions
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": name, "labels": naming.child_labels(namespace, cache, "storage")},
-        "spec": pv_spec,
-    }
+    if store.nfs and store.nfs.mountOptions:
+        pv_spec["mountOptions"] = list(store.nfs.mountOptions)
+    metadata: dict[str, Any] = {"name": name, "labels": labels}
+    if owners:
+        metadata["ownerReferences"] = owners
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": metadata, "spec": pv_spec}
 
 
-def persistent_volume_claim(cache_body: dict[str, Any], spec: api.ModelCacheSpec) -> dict[str, Any]:
-    namespace, cache = cache_body["metadata"]["namespace"], cache_body["metadata"]["name"]
+def persistent_volume_claim(name: str, namespace: str, store: api.ModelStoreSpec, *, read_only: bool,
+                            volume_name: str | None, labels: dict[str, str],
+                            owners: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bound to `volume_name` (a static PV), or provisioned by the store's StorageClass when None."""
     claim_spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteMany"],
+        "accessModes": [access_mode(read_only)],
         "volumeMode": "Filesystem",
-        "resources": {"requests": {"storage": spec.storage.capacity}},
+        "resources": {"requests": {"storage": store.capacity}},
     }
-    if spec.storage.storageClass:
-        claim_spec["storageClassName"] = spec.storage.storageClass.name
+    if volume_name is None:
+        assert store.storageClass is not None
+        claim_spec["storageClassName"] = store.storageClass.name
     else:
-        claim_spec |= {"storageClassName": "", "volumeName": naming.pv_name(namespace, cache)}
+        claim_spec |= {"storageClassName": "", "volumeName": volume_name}
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {
-            "name": naming.pvc_name(cache),
-            "namespace": namespace,
-            "labels": naming.child_labels(namespace, cache, "storage"),
-            "ownerReferences": [naming.owner_reference(cache_body)],
-        },
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": owners},
         "spec": claim_spec,
     }
+
+
+def store_writer_claim(store_body: dict[str, Any], store: api.ModelStoreSpec,
+                       operator_namespace: str) -> list[dict[str, Any]]:
+    """The writable PV/PVC on a static store's root that shared download Jobs mount (each with the subPath
+    of its own folder), in the operator's namespace."""
+    name = store_body["metadata"]["name"]
+    labels = naming.child_labels("store", store=name)
+    owners = [naming.owner_reference(store_body)]
+    pv = naming.store_pv_name(name)
+    claim = naming.store_claim_name(name)
+    return [
+        persistent_volume(pv, store, "", read_only=False, claim=(operator_namespace, claim), labels=labels,
+                          operator_namespace=operator_namespace, owners=owners),
+        persistent_volume_claim(claim, operator_namespace, store, read_only=False, volume_name=pv, labels=labels,
+                                owners=owners),
+    ]

@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--endpoint", default=env("MC_ENDPOINT") or None, help="mirror or self-hosted hub URL")
     p.add_argument("--root", default=env("MC_ROOT"), help="the mounted volume root")
     p.add_argument("--max-workers", type=int, default=int(env("MC_MAX_WORKERS", "8")))
-    p.add_argument("--report", default=env("MC_REPORT", "kubernetes" if env("MC_CACHE_NAME") else "none"),
+    p.add_argument("--report", default=env("MC_REPORT", "kubernetes" if env("MC_DOWNLOAD_NAME") else "none"),
                    choices=["kubernetes", "none"])
     p.add_argument("--termination-log", default=env("MC_TERMINATION_LOG", "/dev/termination-log"))
     p.add_argument("--lock-stale-seconds", type=float, default=float(env("MC_LOCK_STALE_SECONDS", "60")))
@@ -102,6 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retries", type=int, default=int(env("MC_RETRIES", "5")),
                    help="in-process retries of a network failure per request, with exponential backoff")
     p.add_argument("--retry-backoff", type=float, default=float(env("MC_RETRY_BACKOFF_SECONDS", "1")))
+    p.add_argument("--quota-free-bytes", type=int, default=int(env("MC_QUOTA_FREE_BYTES") or -1),
+                   help="refuse a revision larger than this (QuotaExceeded); -1: no quota")
     return p.parse_args(argv)
 
 
@@ -114,24 +116,25 @@ def build_config(a: argparse.Namespace, token: str | None) -> Config:
     revision = a.revision or ("main" if a.hub == "huggingface" else "master")
     job = os.environ.get("MC_JOB_NAME", "")
     holder = os.environ.get("POD_NAME") or socket.gethostname()
-    cache = f"{os.environ.get('MC_CACHE_NAMESPACE', '')}/{os.environ.get('MC_CACHE_NAME', '')}"
+    download = f"{os.environ.get('MC_DOWNLOAD_NAMESPACE', '')}/{os.environ.get('MC_DOWNLOAD_NAME', '')}"
     return Config(
         hub=a.hub, repo=a.repo, revision=revision, root=Path(a.root),
         allow_patterns=_json_list(a.allow_patterns, "allow patterns"),
         ignore_patterns=_json_list(a.ignore_patterns, "ignore patterns"),
         endpoint=a.endpoint, token=token, max_workers=a.max_workers, job_name=job,
-        lock_identity={"holder": holder, "pid": os.getpid(), "job": job, "cache": cache},
+        lock_identity={"holder": holder, "pid": os.getpid(), "job": job, "download": download},
         lock_stale_seconds=a.lock_stale_seconds, lock_heartbeat_seconds=a.lock_heartbeat_seconds,
         lock_wait_seconds=a.lock_wait_seconds,
-        progress_interval=a.progress_interval, retries=a.retries, retry_backoff=a.retry_backoff)
+        progress_interval=a.progress_interval, retries=a.retries, retry_backoff=a.retry_backoff,
+        quota_free_bytes=None if a.quota_free_bytes < 0 else a.quota_free_bytes)
 
 
 def make_reporter(kind: str) -> Reporter:
     if kind == "none":
         return NullReporter()
-    namespace, name = os.environ.get("MC_CACHE_NAMESPACE"), os.environ.get("MC_CACHE_NAME")
+    namespace, name = os.environ.get("MC_DOWNLOAD_NAMESPACE"), os.environ.get("MC_DOWNLOAD_NAME")
     if not namespace or not name:
-        raise InvalidArgument("--report kubernetes needs MC_CACHE_NAMESPACE and MC_CACHE_NAME")
+        raise InvalidArgument("--report kubernetes needs MC_DOWNLOAD_NAMESPACE and MC_DOWNLOAD_NAME")
     return KubernetesStatusReporter(load_api_client(), namespace, name)
 
 

@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     UNSAFE_FILE_NAME = 14
     LOCK_HELD = 15
     INVALID_ARGUMENT = 16
+    QUOTA_EXCEEDED = 17
     NETWORK = 75  # EX_TEMPFAIL
 
 
@@ -68,6 +69,11 @@ class LockHeld(DownloadError):
 class InvalidArgument(DownloadError):
     reason = "InvalidArgument"
     exit_code = ExitCode.INVALID_ARGUMENT
+
+
+class QuotaExceeded(DownloadError):
+    reason = "QuotaExceeded"
+    exit_code = ExitCode.QUOTA_EXCEEDED
 
 
 class NetworkError(DownloadError):

@@ -1,4 +1,4 @@
-"""Status reporting: the downloader patches status.download of its ModelCache."""
+"""Status reporting: the downloader patches status.download of its ModelDownload."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from modelcache_operator.api.v1alpha1 import GROUP, PLURAL, VERSION, DownloadReport
+from modelcache_operator.api.v1alpha2 import DOWNLOAD_PLURAL, GROUP, VERSION, DownloadReport
 
 if TYPE_CHECKING:
     import kubernetes
@@ -29,7 +29,7 @@ class NullReporter:
 
 
 class KubernetesStatusReporter:
-    """JSON-merge-patches `status.download` on the modelcaches/status subresource.
+    """JSON-merge-patches `status.download` on the modeldownloads/status subresource.
 
     Throttled to one patch per `min_interval` seconds unless forced or terminal (Published, Failed); a
     throttled report is dropped, the next one carries the newer numbers. Errors are logged and never
@@ -57,7 +57,7 @@ class KubernetesStatusReporter:
             body = {"status": {"download": report.model_dump(mode="json", exclude_none=True)}}
             try:
                 self._api.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, self._namespace, PLURAL, self._name, body,
+                    GROUP, VERSION, self._namespace, DOWNLOAD_PLURAL, self._name, body,
                     _content_type="application/merge-patch+json", _request_timeout=10)
             except self._api_exception as e:
                 # str(e) would include the response headers; status and reason are enough and hold no secrets.

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from modelcache_operator.api.v1alpha1 import DownloadReport
+from modelcache_operator.api.v1alpha2 import DownloadReport
 
-from .errors import ChecksumMismatch, DownloadError, LockHeld, NetworkError, UnsafeFileName
+from .errors import ChecksumMismatch, DownloadError, LockHeld, NetworkError, QuotaExceeded, UnsafeFileName
 from .hashing import CHUNK, sha256_file
 from .lock import VolumeLock
 from .manifest import (
@@ -74,6 +74,8 @@ class Config:
     progress_interval: float = 5.0
     retries: int = 5
     retry_backoff: float = 1.0
+    # What the store's quota leaves for this download (the operator's count at Job creation); None: no quota.
+    quota_free_bytes: int | None = None
 
 
 class Progress:
@@ -195,6 +197,7 @@ class Downloader:
             target = root / plan.revision
             log.info("Resolved %s to %s: %d files, %s", self.cfg.revision, plan.revision, len(plan.files),
                      human_bytes(plan.total_bytes))
+            self.progress = Progress(len(plan.files), plan.total_bytes, 0)
             self.report("Resolving", force=True)
 
             published = self._published(target, plan)
@@ -205,6 +208,7 @@ class Downloader:
 
             if target.is_symlink():
                 raise UnsafeFileName(f"{target} is a symlink")
+            self._check_quota(plan)
             target.mkdir(exist_ok=True)
             already = sum(self.source.partial_bytes(target, f) for f in plan.files)
             check_space(plan.total_bytes - already, free_bytes(target), target)
@@ -228,6 +232,13 @@ class Downloader:
         finally:
             self._stop.set()
             lock.release()
+
+    def _check_quota(self, plan: Plan) -> None:
+        free = self.cfg.quota_free_bytes
+        if free is not None and plan.total_bytes > free:
+            raise QuotaExceeded(f"the revision needs {human_bytes(plan.total_bytes)} ({plan.total_bytes} bytes); "
+                                f"the store's quota leaves {human_bytes(max(free, 0))} ({max(free, 0)} bytes) after "
+                                "the revisions in use and the downloads in flight")
 
     def _published(self, target: Path, plan: Plan) -> Manifest | None:
         if not manifest_path(target).exists():

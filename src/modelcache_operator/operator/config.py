@@ -19,6 +19,10 @@ class OperatorConfig:
     # Only development clusters let kopf manage the webhook configurations; the chart renders its own.
     webhook_managed_name: str | None
     namespaces: tuple[str, ...]
+    # Where shared downloads, the stores' writable claims and the hub credential Secrets live.
+    operator_namespace: str
+    # hostPath stores reach the node's filesystem: development clusters only (chart value stores.allowHostPath).
+    allow_host_path: bool
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -34,4 +38,6 @@ class OperatorConfig:
             webhook_key=env.get("MODELCACHE_WEBHOOK_KEY"),
             webhook_managed_name=env.get("MODELCACHE_WEBHOOK_MANAGED") or None,
             namespaces=tuple(n for n in env.get("MODELCACHE_NAMESPACES", "").split(",") if n),
+            operator_namespace=env.get("MODELCACHE_NAMESPACE", "modelcache-system"),
+            allow_host_path=env.get("MODELCACHE_ALLOW_HOST_PATH", "false").lower() == "true",
         )

@@ -1,39 +1,45 @@
-"""kopf wiring: watches feed indices, and every trigger calls the one reconcile. Handlers stay thin."""
+"""kopf wiring: watches feed indices, and every trigger queues the one reconcile of the object it concerns.
+Handlers stay thin."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
 
-from ..api import v1alpha1 as api
+from ..api import v1alpha2 as api
+from ..api.names import LABEL_DOWNLOAD, LABEL_INJECT, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
 from ..builders import naming
-from ..builders.conflict import claim_of
+from ..builders.pins import pinned_downloads
+from ..builders.quantity import parse_quantity
 from ..builders.status import JobObservation
-from ..webhook.patch import ANN_CACHES as CACHES_ANNOTATION
-from ..webhook.patch import LABEL_INJECT as INJECT_LABEL
+from .caches import CacheReconciler
 from .config import OperatorConfig
+from .converge import Converger, ObjectKey
+from .downloads import DownloadReconciler, with_termination_message
 from .kube import Kube, load_api_client
-from .reconciler import ClusterView, Reconciler, with_termination_message
+from .stores import StoreReconciler
+from .views import CacheView, DownloadView, Eviction, StoreEntry, StoreView
 
 CONFIG = OperatorConfig.from_env()
-MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
-_reconciler: Reconciler | None = None
-# kopf types namespace as optional; every resource indexed here is namespaced.
+MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
+# kopf types namespace as optional.
 IndexKey = tuple[str | None, str]
 # Reconciles block on API calls, so they run in these threads. Everything that reads kopf's indices runs in
 # the event loop instead, where kopf updates them: a thread iterating an index while the loop changed it
 # failed with "dictionary changed size during iteration" at a few hundred caches.
 RECONCILE_WORKERS = 8
 _pool = ThreadPoolExecutor(max_workers=RECONCILE_WORKERS, thread_name_prefix="reconcile")
-# Per cache, the newest body still to reconcile, and the caches with a reconcile in flight.
-_pending: dict[tuple[str, str], dict[str, Any]] = {}
-_running: set[tuple[str, str]] = set()
+# Per object, the newest body still to reconcile, and the objects with a reconcile in flight.
+_pending: dict[ObjectKey, dict[str, Any]] = {}
+_running: set[ObjectKey] = set()
 _tasks: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
+_reconcilers: dict[str, Converger] = {}
 log = logging.getLogger(__name__)
 
 
@@ -41,16 +47,20 @@ def _emit(body: dict[str, Any], event_type: str, reason: str, message: str) -> N
     kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=event_type, reason=reason, message=message)
 
 
-def reconciler() -> Reconciler:
-    global _reconciler  # noqa: PLW0603 - one reconciler per process, built after kopf logged in
-    if _reconciler is None:
-        _reconciler = Reconciler(Kube(load_api_client()), CONFIG, _emit)
-    return _reconciler
+def reconciler(kind: str) -> Converger:
+    """One reconciler per kind and process, built after kopf logged in."""
+    if not _reconcilers:
+        kube = Kube(load_api_client())
+        for cls in (StoreReconciler, CacheReconciler, DownloadReconciler):
+            _reconcilers[cls.kind] = cls(kube, CONFIG, _emit)
+        stores = cast(StoreReconciler, _reconcilers[api.STORE_KIND])
+        stores.remover = cast(DownloadReconciler, _reconcilers[api.DOWNLOAD_KIND])
+    return _reconcilers[kind]
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Progress and diff-base go to annotations: status belongs to the reconciler and the downloader.
+    # Progress and diff-base go to annotations: status belongs to the reconcilers and the downloader.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelcache.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="modelcache.dev")
     settings.posting.level = logging.INFO
@@ -77,14 +87,16 @@ def _job_observation(name: str, status: dict[str, Any]) -> JobObservation:
     )
 
 
-# The indices are async, so kopf runs them in the event loop instead of a thread per watch event. Jobs and
-# termination messages are keyed by their cache (its label value), so one cache's view is a few O(1) lookups
-# instead of a copy of every index: at 500 caches the full copy per reconcile dominated the idle CPU.
-
-@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+@kopf.index("batch", "v1", "jobs", labels={**MANAGED, LABEL_ROLE: "downloader"})
 async def job_index(namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status,
                     **_: Any) -> dict[IndexKey, JobObservation]:
-    return {(namespace, labels.get(naming.LABEL_CACHE, "")): _job_observation(name, dict(status))}
+    return {(namespace, labels.get(LABEL_DOWNLOAD, "")): _job_observation(name, dict(status))}
+
+
+@kopf.index("batch", "v1", "jobs", labels={**MANAGED, LABEL_ROLE: "cleanup"})
+async def cleanup_index(namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status,
+                        **_: Any) -> dict[IndexKey, JobObservation]:
+    return {(namespace, labels.get(LABEL_DOWNLOAD, "")): _job_observation(name, dict(status))}
 
 
 @kopf.index("", "v1", "persistentvolumeclaims", labels=MANAGED)
@@ -92,23 +104,14 @@ async def pvc_index(namespace: str | None, name: str, status: kopf.Status, **_: 
     return {(namespace, name): str(status.get("phase", "Pending"))}
 
 
-@kopf.index("", "v1", "pods", labels={INJECT_LABEL: "true"})
-async def pods_using_index(namespace: str | None, name: str, annotations: kopf.Annotations, status: kopf.Status,
-                           **_: Any) -> dict[IndexKey, str]:
-    if status.get("phase") in ("Succeeded", "Failed"):
-        return {}
-    caches = [c.strip() for c in annotations.get(CACHES_ANNOTATION, "").split(",") if c.strip()]
-    return {(namespace, cache): name for cache in caches}
-
-
-@kopf.index("", "v1", "pods", labels={**MANAGED, naming.LABEL_ROLE: "downloader"})
+@kopf.index("", "v1", "pods", labels={**MANAGED, LABEL_ROLE: "downloader"})
 async def termination_index(namespace: str | None, labels: kopf.Labels, status: kopf.Status,
                             **_: Any) -> dict[IndexKey, tuple[str, str]]:
     """The downloader writes its failure reason as JSON to the termination log: (Job name, message)."""
     for container in status.get("containerStatuses") or []:
         message = ((container.get("state") or {}).get("terminated") or {}).get("message")
         if message and "job-name" in labels:
-            return {(namespace, labels.get(naming.LABEL_CACHE, "")): (labels["job-name"], message)}
+            return {(namespace, labels.get(LABEL_DOWNLOAD, "")): (labels["job-name"], message)}
     return {}
 
 
@@ -118,39 +121,170 @@ async def cache_index(namespace: str | None, name: str, body: kopf.Body,
     return {(namespace, name): dict(body)}
 
 
-def _view(body: dict[str, Any], indices: dict[str, Any]) -> ClusterView:
-    """What the watches know about one cache. Runs in the event loop, where kopf changes the indices."""
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+async def caches_by_download(namespace: str | None, name: str, status: kopf.Status,
+                             **_: Any) -> dict[IndexKey, IndexKey]:
+    """The download a cache wants now, and the one its served revision came from."""
+    refs = [status.get("downloadRef") or {}, status.get("servedFrom") or {}]
+    return {(ref["namespace"], ref["name"]): (namespace, name) for ref in refs if ref.get("name")}
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_INJECT: "true"})
+async def pods_by_download(namespace: str | None, name: str, annotations: kopf.Annotations, status: kopf.Status,
+                           **_: Any) -> dict[IndexKey, str]:
+    """Pods pinned to a download's revision keep its folder from garbage collection while they live."""
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return {}
+    return {tuple(ref.split("/", 1)): f"{namespace}/{name}"  # type: ignore[misc]
+            for ref in pinned_downloads(annotations)}
+
+
+@kopf.index(api.GROUP, api.VERSION, api.STORE_PLURAL)
+async def store_index(name: str, body: kopf.Body, **_: Any) -> dict[str, StoreEntry]:
+    try:
+        spec: api.ModelStoreSpec | None = api.ModelStoreSpec.model_validate(dict(body.get("spec") or {}))
+    except ValueError:
+        spec = None
+    return {name: StoreEntry(dict(body), spec)}
+
+
+@kopf.index(api.GROUP, api.VERSION, api.DOWNLOAD_PLURAL)
+async def download_index(namespace: str | None, name: str, body: kopf.Body,
+                         **_: Any) -> dict[IndexKey, dict[str, Any]]:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.index("", "v1", "namespaces")
+async def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
+    return {name: dict(labels)}
+
+
+def _first(index: Any, key: Any) -> Any:
+    store = index.get(key)
+    return next(iter(store)) if store else None
+
+
+def _stores(indices: dict[str, Any]) -> dict[str, StoreEntry]:
+    return {name: next(iter(entries)) for name, entries in indices["store_index"].items() if entries}
+
+
+def _cache_view(body: dict[str, Any], indices: dict[str, Any]) -> CacheView:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    stores = _stores(indices)
+    # The download this cache wants lives in its namespace or the operator's; which one, its reconcile decides.
+    bodies = {(str(key[0]), key[1]): next(iter(entries)) for key, entries in indices["download_index"].items()
+              if entries and key[0] in (namespace, CONFIG.operator_namespace)}
+    downloads = {key: dict(body.get("status") or {}) for key, body in bodies.items()}
+    requesters = {key: str(requested) for key, body in bodies.items()
+                  if (requested := (body.get("spec") or {}).get("requestedBy"))}
+    claims = [naming.pvc_name(name), *(naming.store_claim_name(store) for store in stores)]
+    phases = {claim: phase for claim in claims
+              if (phase := _first(indices["pvc_index"], (namespace, claim))) is not None}
+    return CacheView(stores=stores, namespace_labels=_first(indices["namespace_index"], namespace),
+                     pvc_phases=phases, downloads=downloads, download_requesters=requesters)
+
+
+def _downloads(indices: dict[str, Any]) -> list[dict[str, Any]]:
+    return [next(iter(entries)) for entries in indices["download_index"].values() if entries]
+
+
+def _published_at(download: dict[str, Any]) -> str | None:
+    conditions = (download.get("status") or {}).get("conditions") or []
+    done = next((c for c in conditions if c.get("type") == "Downloaded" and c.get("status") == "True"), None)
+    return str(done["lastTransitionTime"]) if done else None
+
+
+def _model_of(download: dict[str, Any]) -> tuple[Any, ...]:
+    spec = download.get("spec") or {}
+    return download["metadata"]["namespace"], spec.get("store"), json.dumps(
+        {hub: (source or {}).get("repo") or (source or {}).get("model")
+         for hub, source in (spec.get("source") or {}).items()}, sort_keys=True)
+
+
+def _planned_bytes(download: dict[str, Any]) -> int:
+    """What a download in flight will add to its store, once its downloader has listed the files."""
+    status = download.get("status") or {}
+    if status.get("phase") in ("Ready", "Failed"):
+        return 0
+    return int((status.get("download") or {}).get("bytesTotal") or 0)
+
+
+def _quota_free(store: StoreEntry | None, me: dict[str, Any], downloads: list[dict[str, Any]]) -> int | None:
+    """The quota less what cannot be evicted (revisions in use; all of them on a Retain store) and the other
+    downloads in flight."""
+    if store is None or store.spec is None or store.spec.quota is None:
+        return None
+    name = store.body["metadata"]["name"]
+    retain = store.spec.retention.policy == "Retain"
+    taken = 0
+    for other in downloads:
+        status = other.get("status") or {}
+        if (other.get("spec") or {}).get("store") != name or other["metadata"]["uid"] == me["metadata"]["uid"]:
+            continue
+        if status.get("phase") == "Ready" and (retain or not status.get("unusedSince")):
+            taken += int(status.get("sizeBytes") or 0)
+        taken += _planned_bytes(other)
+    return (parse_quantity(store.spec.quota) or 0) - taken
+
+
+def _download_view(body: dict[str, Any], indices: dict[str, Any]) -> DownloadView:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    store = _stores(indices).get(str((body.get("spec") or {}).get("store")))
     owner = (namespace, naming.label_value(name))
-    messages: dict[str, str] = {}
-    for job_name, message in indices["termination_index"].get(owner, ()):
-        messages.setdefault(job_name, message)
-    pvc_key = (namespace, naming.pvc_name(name))
-    pvc_store = indices["pvc_index"].get(pvc_key)
-    pvc_phases = {pvc_key: next(iter(pvc_store))} if pvc_store else {}
-    users = indices["pods_using_index"].get((namespace, name))
-    # Storage is only claimed before the cache has its PVC; after that, it keeps what it has.
-    claims = () if pvc_phases else tuple(
-        claim_of(next(iter(store))) for store in indices["cache_index"].values() if store)
-    return ClusterView(
-        jobs={(namespace, job.name): with_termination_message(job, [messages[job.name]] if job.name in messages
-                                                              else None)
-              for job in indices["job_index"].get(owner, ())},
-        pvc_phases=pvc_phases,
-        pods_using={(namespace, name): sorted(users)} if users else {},
-        storage_claims=claims,
-    )
+    messages = {job: message for job, message in indices["termination_index"].get(owner, ())}
+    job = _first(indices["job_index"], owner)
+    if job is not None and job.failed and job.name in messages:
+        job = with_termination_message(job, messages[job.name])
+    downloads = _downloads(indices)
+    mine, published = _model_of(body), _published_at(body)
+    newer = sum(1 for d in downloads if d is not body and _model_of(d) == mine and (_published_at(d) or "") >
+                (published or "~")) if published else 0
+    folder = ((body.get("spec") or {}).get("folder"), (body.get("status") or {}).get("resolvedRevision"))
+    twin = folder[1] is not None and any(
+        d["metadata"]["uid"] != body["metadata"]["uid"] and not d["metadata"].get("deletionTimestamp")
+        and d["metadata"]["namespace"] == namespace and (d.get("spec") or {}).get("store") == store_name(body)
+        and ((d.get("spec") or {}).get("folder"), (d.get("status") or {}).get("resolvedRevision")) == folder
+        for d in downloads)
+    return DownloadView(
+        store=store, job=job, cleanup_job=_first(indices["cleanup_index"], owner),
+        wanted_by=tuple(sorted(f"{ns}/{n}" for ns, n in indices["caches_by_download"].get((namespace, name), ()))),
+        used_by=tuple(sorted(indices["pods_by_download"].get((namespace, name), ()))),
+        newer_published=newer, twin_alive=twin, quota_free_bytes=_quota_free(store, body, downloads))
+
+
+def store_name(download: dict[str, Any]) -> str:
+    return str((download.get("spec") or {}).get("store"))
+
+
+def _store_view(body: dict[str, Any], indices: dict[str, Any]) -> StoreView:
+    name = body["metadata"]["name"]
+    mine = [d for d in _downloads(indices) if store_name(d) == name]
+    published = [d for d in mine if (d.get("status") or {}).get("phase") == "Ready"]
+    evictable = sorted(
+        (Eviction(d["metadata"]["namespace"], d["metadata"]["name"], int(d["status"].get("sizeBytes") or 0),
+                  str(d["status"]["unusedSince"]))
+         for d in published if d["status"].get("unusedSince") and not d["metadata"].get("deletionTimestamp")),
+        key=lambda e: (e.unused_since, e.namespace, e.name))
+    return StoreView(
+        others={n: e for n, e in _stores(indices).items() if n != name},
+        writer_claim_phase=_first(indices["pvc_index"], (CONFIG.operator_namespace, naming.store_claim_name(name))),
+        published_bytes=sum(int((d.get("status") or {}).get("sizeBytes") or 0) for d in published
+                            if not d["metadata"].get("deletionTimestamp")),
+        published_count=len(published), in_flight_bytes=sum(_planned_bytes(d) for d in mine),
+        evictable=tuple(evictable))
+
+
+VIEWS = {api.KIND: _cache_view, api.DOWNLOAD_KIND: _download_view, api.STORE_KIND: _store_view}
 
 
 # ----- triggers: every one of them runs the same level-based reconcile -----
 
 async def _reconcile(body: dict[str, Any], indices: dict[str, Any]) -> None:
-    """Queues a reconcile of body's cache and returns at once. Triggers that arrive while that cache's
-    reconcile is in flight are coalesced into one more pass with the newest body, so a busy cache never
-    queues stale bodies, each holding a worker thread while it waits for the per-cache lock. Not awaiting
-    the reconcile also frees kopf's worker for the cache, which then applies the next watch event to the
-    indices (the webhook reads them) instead of waiting for our API writes."""
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    """Queues a reconcile of body's object and returns at once. Triggers that arrive while that object's
+    reconcile is in flight are coalesced into one more pass with the newest body, so a busy object never
+    queues stale bodies, each holding a worker thread while it waits for the per-object lock. Not awaiting
+    the reconcile also frees kopf's worker, which then applies the next watch event to the indices."""
+    key: ObjectKey = (body["kind"], body["metadata"].get("namespace"), body["metadata"]["name"])
     _pending[key] = body
     if key not in _running:
         _running.add(key)
@@ -159,7 +293,7 @@ async def _reconcile(body: dict[str, Any], indices: dict[str, Any]) -> None:
         task.add_done_callback(_tasks.discard)
 
 
-async def _drain(key: tuple[str, str], indices: dict[str, Any]) -> None:
+async def _drain(key: ObjectKey, indices: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     try:
         while key in _pending:
@@ -167,56 +301,113 @@ async def _drain(key: tuple[str, str], indices: dict[str, Any]) -> None:
             # In kopf's context, as kopf runs sync handlers: kopf.event() from the thread needs its settings.
             context = contextvars.copy_context()
             try:
-                await loop.run_in_executor(_pool, context.run, reconciler().reconcile, current,
-                                           _view(current, indices))
+                await loop.run_in_executor(_pool, context.run, reconciler(key[0]).reconcile, current,
+                                           VIEWS[key[0]](current, indices))
             except Exception:
-                # The next trigger or resync reconciles the cache again; the error is counted in metrics.
-                log.exception("Reconcile of %s/%s failed", *key)
+                # The next trigger or resync reconciles the object again; the error is counted in metrics.
+                log.exception("Reconcile of %s %s/%s failed", *key)
     finally:
         _running.discard(key)
 
 
-@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def on_cache_event(type: str, body: kopf.Body, **kwargs: Any) -> None:
+async def _reconcile_cached(index: Any, key: Any, indices: dict[str, Any]) -> None:
+    body = _first(index, key)
+    if body is not None:
+        await _reconcile(body, indices)
+
+
+async def _on_object_event(type: str, body: kopf.Body, indices: dict[str, Any]) -> None:
     if type == "DELETED":
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        key: ObjectKey = (body["kind"], body["metadata"].get("namespace"), body["metadata"]["name"])
         _pending.pop(key, None)
-        reconciler().forget(*key)
+        reconciler(key[0]).forget(key)
         return
-    await _reconcile(dict(body), kwargs)
+    await _reconcile(dict(body), indices)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def on_cache_event(type: str, body: kopf.Body, status: kopf.Status, **kwargs: Any) -> None:
+    await _on_object_event(type, body, kwargs)
+    if type == "DELETED":
+        # Its downloads may have lost their last cache.
+        for ref in (status.get("downloadRef") or {}, status.get("servedFrom") or {}):
+            if ref.get("name"):
+                await _reconcile_cached(kwargs["download_index"], (ref["namespace"], ref["name"]), kwargs)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.DOWNLOAD_PLURAL)
+async def on_download_event(type: str, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
+    await _on_object_event(type, body, kwargs)
+    # Every cache that wants this download reads its status.
+    for cache in kwargs["caches_by_download"].get((namespace, name), ()):
+        await _reconcile_cached(kwargs["cache_index"], cache, kwargs)
+    store = _first(kwargs["store_index"], (body.get("spec") or {}).get("store"))
+    if store is not None:
+        await _reconcile(store.body, kwargs)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.STORE_PLURAL)
+async def on_store_event(type: str, body: kopf.Body, name: str, **kwargs: Any) -> None:
+    await _on_object_event(type, body, kwargs)
+    for entries in list(kwargs["cache_index"].values()):
+        for cache in entries:
+            status, spec = cache.get("status") or {}, cache.get("spec") or {}
+            if spec.get("store") in (None, name) or status.get("store") == name:
+                await _reconcile(cache, kwargs)
+
+
+@kopf.on.event("", "v1", "namespaces")
+async def on_namespace_event(type: str, name: str, **kwargs: Any) -> None:
+    # A namespace's labels decide which stores its caches may use.
+    for (namespace, _), entries in list(kwargs["cache_index"].items()):
+        if namespace == name:
+            for cache in entries:
+                await _reconcile(cache, kwargs)
 
 
 @kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=CONFIG.resync_seconds, initial_delay=1.0)
+@kopf.timer(api.GROUP, api.VERSION, api.DOWNLOAD_PLURAL, interval=CONFIG.resync_seconds, initial_delay=1.0)
+@kopf.timer(api.GROUP, api.VERSION, api.STORE_PLURAL, interval=CONFIG.resync_seconds, initial_delay=1.0)
 async def resync(body: kopf.Body, **kwargs: Any) -> None:
     await _reconcile(dict(body), kwargs)
 
 
-async def _reconcile_cache(namespace: str, cache: str, indices: dict[str, Any]) -> None:
-    """A child changed: reconcile its cache now instead of at the next resync."""
-    store = indices["cache_index"].get((namespace, cache))
-    if store:
-        await _reconcile(next(iter(store)), indices)
-
-
-def _owner_cache(owner_references: list[dict[str, Any]]) -> str | None:
-    return next((o["name"] for o in owner_references if o.get("kind") == api.KIND), None)
+def _owner(owner_references: list[dict[str, Any]], kind: str) -> str | None:
+    return next((o["name"] for o in owner_references if o.get("kind") == kind), None)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+async def on_job_event(namespace: str | None, meta: kopf.Meta, **kwargs: Any) -> None:
+    download = _owner(list(meta.get("ownerReferences") or []), api.DOWNLOAD_KIND)
+    if download and namespace:
+        await _reconcile_cached(kwargs["download_index"], (namespace, download), kwargs)
+
+
 @kopf.on.event("", "v1", "persistentvolumeclaims", labels=MANAGED)
-async def on_child_event(namespace: str | None, meta: kopf.Meta, **kwargs: Any) -> None:
-    cache = _owner_cache(list(meta.get("ownerReferences") or []))
+async def on_claim_event(namespace: str | None, meta: kopf.Meta, **kwargs: Any) -> None:
+    owners = list(meta.get("ownerReferences") or [])
+    cache = _owner(owners, api.KIND)
     if cache and namespace:
-        await _reconcile_cache(namespace, cache, kwargs)
+        await _reconcile_cached(kwargs["cache_index"], (namespace, cache), kwargs)
+    store = _owner(owners, api.STORE_KIND)
+    if store and namespace == CONFIG.operator_namespace:
+        entry = _first(kwargs["store_index"], store)
+        if entry is not None:
+            await _reconcile(entry.body, kwargs)
+    elif store and namespace:
+        # A storageClass store's claim in a team's namespace: its caches wait for it.
+        for (cache_namespace, _), entries in list(kwargs["cache_index"].items()):
+            if cache_namespace == namespace:
+                for cache in entries:
+                    await _reconcile(cache, kwargs)
 
 
-@kopf.on.event("", "v1", "pods", labels={INJECT_LABEL: "true"})
-async def on_serving_pod_event(type: str, namespace: str | None, annotations: kopf.Annotations,
+@kopf.on.event("", "v1", "pods", labels={LABEL_INJECT: "true"})
+async def on_serving_pod_event(type: str, annotations: kopf.Annotations, status: kopf.Status,
                                **kwargs: Any) -> None:
-    # Only a pod going away can unblock a deletion that waits for users.
-    if type != "DELETED" or namespace is None:
+    # A pod going away may leave a folder unused: its downloads start their retention clock.
+    if type != "DELETED" and status.get("phase") not in ("Succeeded", "Failed"):
         return
-    for cache in annotations.get(CACHES_ANNOTATION, "").split(","):
-        store = kwargs["cache_index"].get((namespace, cache.strip()))
-        if store and next(iter(store))["metadata"].get("deletionTimestamp"):
-            await _reconcile_cache(namespace, cache.strip(), kwargs)
+    for ref in sorted(pinned_downloads(annotations)):
+        namespace, name = ref.split("/", 1)
+        await _reconcile_cached(kwargs["download_index"], (namespace, name), kwargs)

@@ -5,13 +5,14 @@ or the in-cluster ServiceAccount."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from ..api import v1alpha1 as api
-from ..builders.naming import FIELD_MANAGER
+from ..api import v1alpha2 as api
+from ..api.names import FIELD_MANAGER
 
 REQUEST_TIMEOUT_SECONDS = 60
 
@@ -25,11 +26,24 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     "Job": ("/apis/batch/v1", "jobs", True),
     api.KIND: (f"/apis/{api.API_VERSION}", api.PLURAL, True),
+    api.STORE_KIND: (f"/apis/{api.API_VERSION}", api.STORE_PLURAL, False),
+    api.DOWNLOAD_KIND: (f"/apis/{api.API_VERSION}", api.DOWNLOAD_PLURAL, True),
     # Development only: the webhook process registers itself when MODELCACHE_WEBHOOK_MANAGED is set.
     "MutatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", False),
     "ValidatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations",
                                        False),
 }
+
+
+# Characters json.dumps must not \u-escape in an apply body: astral ones, whose JSON escapes are surrogate
+# pairs, which the apiserver's YAML decoder refuses ("found invalid Unicode character escape code").
+_ESCAPED_FOR_YAML = re.compile(r"[^\x00-\x7e\U00010000-\U0010ffff]")
+
+
+def apply_body(manifest: dict[str, Any]) -> str:
+    """JSON that the apply endpoint's YAML decoder reads back exactly: ASCII with \\u escapes as usual, but
+    characters beyond the BMP (say an emoji in a user's allowPatterns) as raw UTF-8."""
+    return _ESCAPED_FOR_YAML.sub(lambda c: f"\\u{ord(c.group()):04x}", json.dumps(manifest, ensure_ascii=False))
 
 
 def load_api_client() -> kubernetes.client.ApiClient:
@@ -73,7 +87,7 @@ class Kube:
         """Server-side apply; returns the live object, status included."""
         meta = manifest["metadata"]
         path = self._path(manifest["kind"], meta["name"], meta.get("namespace"))
-        return self._call("PATCH", path, body=json.dumps(manifest), content_type="application/apply-patch+yaml",
+        return self._call("PATCH", path, body=apply_body(manifest), content_type="application/apply-patch+yaml",
                           query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
 
     def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
@@ -92,12 +106,17 @@ class Kube:
             if not is_not_found(error):
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        return self._call("PATCH", self._path(api.KIND, name, namespace, "status"), body={"status": status},
+    def patch_status(self, kind: str, namespace: str | None, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", self._path(kind, name, namespace, "status"), body={"status": status},
                           content_type="application/merge-patch+json")
 
-    def set_finalizers(self, namespace: str, name: str, finalizers: list[str], resource_version: str) -> None:
+    def annotate(self, kind: str, namespace: str | None, name: str, annotations: dict[str, str]) -> None:
+        self._call("PATCH", self._path(kind, name, namespace), body={"metadata": {"annotations": annotations}},
+                   content_type="application/merge-patch+json")
+
+    def set_finalizers(self, kind: str, namespace: str | None, name: str, finalizers: list[str],
+                       resource_version: str) -> None:
         # resourceVersion makes this a compare-and-swap: never drop someone else's concurrent finalizer.
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
-        self._call("PATCH", self._path(api.KIND, name, namespace), body=body,
+        self._call("PATCH", self._path(kind, name, namespace), body=body,
                    content_type="application/merge-patch+json")

@@ -18,6 +18,9 @@ DOWNLOAD_SECONDS = Histogram("modelcache_download_job_duration_seconds",
                              registry=REGISTRY, buckets=(10, 30, 60, 300, 900, 1800, 3600, 7200, 21600))
 API_WRITES = Counter("modelcache_api_writes_total", "Writes the operator sent to the apiserver.", ["kind"],
                      registry=REGISTRY)
+REVISIONS_REMOVED = Counter("modelcache_revisions_removed_total",
+                            "Revision folders removed by a store's retention: ttl or quota (LRU eviction).",
+                            ["store", "reason"], registry=REGISTRY)
 CACHES = Gauge("modelcache_caches", "ModelCaches by phase.", ["phase"], registry=REGISTRY)
 
 PHASES = ("Pending", "Provisioning", "Downloading", "Verifying", "Ready", "Failed", "Deleting")

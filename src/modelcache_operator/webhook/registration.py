@@ -12,30 +12,32 @@ from typing import Any
 
 import kubernetes
 
-from ..api import v1alpha1 as api
+from ..api import v1alpha2 as api
+from ..api.names import LABEL_INJECT
 from ..operator.config import OperatorConfig
 from ..operator.kube import Kube
-from .patch import LABEL_INJECT
 
 POD_WEBHOOK_NAME = "inject-pods.modelcache.dev"
 MODELCACHE_WEBHOOK_NAME = "validate-modelcaches.modelcache.dev"
+MODELSTORE_WEBHOOK_NAME = "validate-modelstores.modelcache.dev"
 TIMEOUT_SECONDS = 10
 
 
 def webhook_configurations(name: str, base_url: str, ca_bundle: bytes,
                            namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """The MutatingWebhookConfiguration (pods) and ValidatingWebhookConfiguration (ModelCaches), both named
-    `name`. Pure; the chart renders the same webhooks behind a Service."""
+    """The MutatingWebhookConfiguration (pods) and ValidatingWebhookConfiguration (ModelCaches, then
+    ModelStores), both named `name`. Pure; the chart renders the same webhooks behind a Service."""
     ca = base64.b64encode(ca_bundle).decode()
     selector = ({"namespaceSelector": {"matchExpressions": [
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(namespaces)}]}}
         if namespaces else {})
 
-    def hook(webhook_name: str, path: str, rule: dict[str, Any]) -> dict[str, Any]:
+    def hook(webhook_name: str, path: str, rule: dict[str, Any], scope: str = "Namespaced") -> dict[str, Any]:
+        # Cluster-scoped objects have no namespace to select on.
         return {"name": webhook_name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
                 "failurePolicy": "Fail", "matchPolicy": "Equivalent", "timeoutSeconds": TIMEOUT_SECONDS,
                 "clientConfig": {"url": f"{base_url}/{path}", "caBundle": ca},
-                "rules": [{**rule, "scope": "Namespaced"}], **selector}
+                "rules": [{**rule, "scope": scope}], **(selector if scope == "Namespaced" else {})}
 
     pods = hook(POD_WEBHOOK_NAME, "inject-pods",
                 {"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"]})
@@ -43,11 +45,14 @@ def webhook_configurations(name: str, base_url: str, ca_bundle: bytes,
     caches = hook(MODELCACHE_WEBHOOK_NAME, "validate-modelcaches",
                   {"apiGroups": [api.GROUP], "apiVersions": [api.VERSION], "resources": [api.PLURAL],
                    "operations": ["CREATE", "UPDATE"]})
+    stores = hook(MODELSTORE_WEBHOOK_NAME, "validate-modelstores",
+                  {"apiGroups": [api.GROUP], "apiVersions": [api.VERSION], "resources": [api.STORE_PLURAL],
+                   "operations": ["CREATE", "UPDATE"]}, scope="Cluster")
     return [
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
          "metadata": {"name": name}, "webhooks": [pods]},
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-         "metadata": {"name": name}, "webhooks": [caches]},
+         "metadata": {"name": name}, "webhooks": [caches, stores]},
     ]
 
 

@@ -1,5 +1,5 @@
 """The admission server: its own process (`modelcache-operator webhook`, started by `run`), a thin aiohttp
-shell around the pure `pod_decision` / `review_modelcache` (review.py).
+shell around the pure `pod_decision` / `review_modelcache` / `review_modelstore` (review.py).
 
 Why not kopf's admission server: kopf serves admission on the operator's event loop, where every watch
 event of the pods being admitted (and every reconcile trigger) competes with it, and it builds the patch
@@ -21,6 +21,7 @@ import signal
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,16 @@ from ..operator.config import OperatorConfig
 from ..operator.kube import load_api_client
 from .patch import InjectionSettings
 from .registration import register_webhooks
-from .review import pod_decision, review_modelcache
+from .review import pod_decision, review_modelcache, review_modelstore
 from .review import response as review_response
-from .store import ModelCacheStore, run_watch
+from .store import AdmissionViews, modelcache_feed, modelstore_feed, namespace_feed, run_watch
 
 POD_WEBHOOK_ID = "inject-pods"
 MODELCACHE_WEBHOOK_ID = "validate-modelcaches"
+MODELSTORE_WEBHOOK_ID = "validate-modelstores"
+# A refusal may come from a view that has not yet seen an object created a moment earlier (a Namespace, a
+# ModelStore and a ModelCache in one `kubectl apply`): for this long, a change of the views re-reviews.
+VIEW_GRACE_SECONDS = 2.0
 MAX_REVIEW_BYTES = 8 * 1024 * 1024  # a pod with a large inline env or many containers still fits
 log = logging.getLogger(__name__)
 
@@ -48,13 +53,18 @@ WEBHOOK_SECONDS = Histogram("modelcache_webhook_duration_seconds", "Pod mutation
 VALIDATE_SECONDS = Histogram("modelcache_webhook_validate_duration_seconds",
                              "ModelCache validation time inside the webhook.", ["result"], registry=REGISTRY,
                              buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1))
+STORE_VALIDATE_SECONDS = Histogram("modelcache_webhook_store_validate_duration_seconds",
+                                   "ModelStore validation time inside the webhook.", ["result"], registry=REGISTRY,
+                                   buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1))
 
 
 class AdmissionApp:
-    def __init__(self, store: ModelCacheStore, settings: InjectionSettings, scopes: int):
-        self.store = store
+    def __init__(self, views: AdmissionViews, settings: InjectionSettings, allow_host_path: bool,
+                 grace_seconds: float = VIEW_GRACE_SECONDS):
+        self.views = views
         self.settings = settings
-        self.scopes = scopes
+        self.allow_host_path = allow_host_path
+        self.grace_seconds = grace_seconds
 
     async def _review(self, request: web.Request) -> dict[str, Any] | None:
         try:
@@ -69,7 +79,7 @@ class AdmissionApp:
         if review is None:
             return web.Response(status=400, text="expected an admission.k8s.io/v1 AdmissionReview")
         started = time.perf_counter()
-        decision = pod_decision(review, self.store.view, self.settings)
+        decision = pod_decision(review, self.views.caches.view, self.settings)
         WEBHOOK_SECONDS.labels(result="allowed" if decision.allowed else "denied").observe(
             time.perf_counter() - started)
         return _json(review_response(review, decision.allowed, patch=decision.patch, warnings=decision.warnings,
@@ -79,18 +89,37 @@ class AdmissionApp:
         review = await self._review(request)
         if review is None:
             return web.Response(status=400, text="expected an admission.k8s.io/v1 AdmissionReview")
+        views = self.views
+        return _json(await self._settled(VALIDATE_SECONDS, lambda: review_modelcache(
+            review, views.stores.snapshot(), views.namespaces.labels, self.allow_host_path)))
+
+    async def validate_modelstores(self, request: web.Request) -> web.Response:
+        review = await self._review(request)
+        if review is None:
+            return web.Response(status=400, text="expected an admission.k8s.io/v1 AdmissionReview")
+        return _json(await self._settled(STORE_VALIDATE_SECONDS, lambda: review_modelstore(
+            review, self.views.stores.snapshot(), self.allow_host_path)))
+
+    async def _settled(self, seconds: Histogram, review: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The review's answer; a refusal is reviewed again whenever the views change, for grace_seconds.
+        The histogram gets the first review's time, not the grace."""
         started = time.perf_counter()
-        answer = review_modelcache(review, self.store.specs())
-        VALIDATE_SECONDS.labels(result="allowed" if answer["response"]["allowed"] else "denied").observe(
+        version, answer = self.views.version(), review()
+        seconds.labels(result="allowed" if answer["response"]["allowed"] else "denied").observe(
             time.perf_counter() - started)
-        return _json(answer)
+        deadline = time.monotonic() + self.grace_seconds
+        while not answer["response"]["allowed"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            if self.views.version() != version:
+                version, answer = self.views.version(), review()
+        return answer
 
     async def metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def ready(self, _: web.Request) -> web.Response:
-        synced = self.store.synced(self.scopes)
-        return web.Response(status=200 if synced else 503, text="ok" if synced else "ModelCache view not synced")
+        synced = self.views.synced()
+        return web.Response(status=200 if synced else 503, text="ok" if synced else "admission views not synced")
 
 
 def _json(answer: dict[str, Any]) -> web.Response:
@@ -101,14 +130,15 @@ async def _serve(config: OperatorConfig, tls: ssl.SSLContext, app: AdmissionApp,
     admission = web.Application(client_max_size=MAX_REVIEW_BYTES)
     admission.router.add_post(f"/{POD_WEBHOOK_ID}", app.inject_pods)
     admission.router.add_post(f"/{MODELCACHE_WEBHOOK_ID}", app.validate_modelcaches)
+    admission.router.add_post(f"/{MODELSTORE_WEBHOOK_ID}", app.validate_modelstores)
     observability = web.Application()
     observability.router.add_get("/metrics", app.metrics)
     observability.router.add_get("/readyz", app.ready)
     side = web.AppRunner(observability, access_log=None)
     await side.setup()
     await web.TCPSite(side, config.webhook_host, config.webhook_metrics_port).start()
-    # Listen only once the view is complete: a pod admitted earlier would find its cache "missing".
-    while not app.store.synced(app.scopes):
+    # Listen only once the views are complete: a pod admitted earlier would find its cache "missing".
+    while not app.views.synced():
         await asyncio.sleep(0.05)
     main = web.AppRunner(admission, access_log=None)
     await main.setup()
@@ -127,12 +157,14 @@ def serve(config: OperatorConfig, cert: str, key: str) -> None:
     (MODELCACHE_WEBHOOK_MANAGED); the chart renders its own."""
     client = load_api_client()
     client.user_agent = "modelcache-operator-webhook"
-    store = ModelCacheStore()
     scopes = list(config.namespaces) or [""]
+    views = AdmissionViews.empty(cache_scopes=len(scopes))
     stopping = threading.Event()
-    for scope in scopes:
-        threading.Thread(target=run_watch, args=(store, client, scope, stopping.is_set), daemon=True,
-                         name=f"watch-{scope or 'all'}").start()
+    feeds = [*((views.caches, modelcache_feed(client, scope)) for scope in scopes),
+             (views.stores, modelstore_feed(client)), (views.namespaces, namespace_feed(client))]
+    for view, feed in feeds:
+        threading.Thread(target=run_watch, args=(view, feed, stopping.is_set), daemon=True,
+                         name=f"watch-{feed.what}").start()
     if config.webhook_managed_name:
         register_webhooks(client, config.webhook_managed_name, config, Path(cert))
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -140,7 +172,7 @@ def serve(config: OperatorConfig, cert: str, key: str) -> None:
     loop = asyncio.new_event_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    app = AdmissionApp(store, InjectionSettings(operator_image=config.image), len(scopes))
+    app = AdmissionApp(views, InjectionSettings(operator_image=config.image), config.allow_host_path)
     try:
         loop.run_until_complete(_serve(config, tls, app, stopping))
     finally:

@@ -1,105 +1,108 @@
-"""ModelCache admission checks that CEL cannot express, because they need the other ModelCaches.
+"""ModelCache and ModelStore admission checks that CEL cannot express, because they need other objects.
 
-`validate_modelcache(spec, namespace, existing)` is pure: the handler lists the other caches and passes them.
+Both functions are pure: the handler passes in the webhook's watch-fed views of the ModelStores and the
+Namespace labels. Store choice and root overlaps are `builders.tenancy`'s rules, shared with the reconciler,
+so admission and reconciliation never disagree.
 
 Decisions:
 
-- **Shared storage is an error**, across namespaces too, because every cache gets its own static PV.
-  Two caches whose locations are equal *or nested* (one path inside the other) would collide: the
-  download lock, revision GC and the Delete reclaim Job of one would touch the other's files.
-- A location is (backend, volume key, path): ossfs2 (bucket, path), nfs (server, path), efs
-  (fileSystemId, accessPointId, path or "/"), hostPath (path). The OSS endpoint is ignored (bucket
-  names are global) and NFS server names compare case-insensitively. storageClass volumes are
-  provisioned per claim and never clash.
-- Specs are read as plain dicts, not through the pydantic models, so that an older or newer stored object
-  with unknown fields still takes part in the check.
-- Warning: hostPath storage is for single-node development clusters.
+- **A ModelCache is refused when it may not use its store** (missing, invalid, hostPath while disabled, the
+  namespace not selected, no or several default stores): a clear refusal at `kubectl apply` beats a
+  condition found later. The reconciler reports the same rule as a condition for caches that got past
+  admission or whose store changed later.
+- **spec.storage is refused** with the CRD rule's message: CEL refuses it first, this is the second line
+  for a CRD installed without the rule.
+- **Two ModelStores must not share or nest their roots**: the garbage collection and quota of one would
+  count and remove the other's folders. storageClass stores own their volumes and never overlap.
+- **At most one default store**; a second one is refused, naming the existing default.
+- Warnings: hostPath stores are for single-node development clusters, and an empty namespaceSelector
+  allows every namespace.
 """
 
 from __future__ import annotations
 
-import posixpath
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
-Location = tuple[str, tuple[str, ...], str]
+from pydantic import BaseModel, ValidationError
 
+from ..api import v1alpha2 as api
+from ..builders import tenancy
 
-def _norm_path(path: object) -> str:
-    return posixpath.normpath("/" + str(path or "/").strip("/"))
+# The message of the ModelCacheSpec CEL rule on spec.storage (a unit test keeps the two equal).
+STORAGE_REMOVED = (
+    "spec.storage was removed in v1alpha2: storage belongs to a cluster admin's ModelStore; name one in "
+    "spec.store, or leave it unset for the default store"
+)
+HOST_PATH_WARNING = "is a hostPath store (a node directory), for single-node development clusters only"
 
-
-def storage_location(spec: Mapping[str, Any]) -> Location | None:
-    """(backend, key, normalised path) of a cache's storage, or None when it cannot clash."""
-    storage = spec.get("storage") or {}
-    if oss := storage.get("ossfs2"):
-        return "ossfs2", (str(oss.get("bucket")),), _norm_path(oss.get("path"))
-    if nfs := storage.get("nfs"):
-        return "nfs", (str(nfs.get("server", "")).lower(),), _norm_path(nfs.get("path"))
-    if efs := storage.get("efs"):
-        return (
-            "efs",
-            (str(efs.get("fileSystemId")), str(efs.get("accessPointId") or "")),
-            _norm_path(efs.get("path")),
-        )
-    if host := storage.get("hostPath"):
-        return "hostPath", (), _norm_path(host.get("path"))
-    return None
+Result = tuple[list[str], list[str]]  # (errors, warnings)
+M = TypeVar("M", bound=BaseModel)
 
 
-def _describe(location: Location) -> str:
-    backend, key, path = location
-    if backend == "efs":
-        detail = f"fileSystemId {key[0]} " + (f"accessPointId {key[1]} " if key[1] else "")
-    elif key:
-        detail = f"{'bucket' if backend == 'ossfs2' else 'server'} {key[0]} "
-    else:
-        detail = ""
-    return f"spec.storage.{backend} ({detail}path {path})"
-
-
-def _relation(a: str, b: str) -> str | None:
-    if a == b:
-        return "is the same location as"
-    if b == "/" or a.startswith(b + "/"):
-        return "is inside"
-    if a == "/" or b.startswith(a + "/"):
-        return "contains"
-    return None
+def _parse(model: type[M], spec: Mapping[str, Any]) -> M | list[str]:
+    """The parsed spec, or one error per problem naming its field as spec.<path>."""
+    try:
+        return model.model_validate(spec)
+    except ValidationError as error:
+        return [
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else f"spec: {e['msg']}"
+            for e in error.errors()
+        ]
 
 
 def validate_modelcache(
     spec: Mapping[str, Any],
     namespace: str,
-    existing: Iterable[tuple[str, str, Mapping[str, Any]]],
-    *,
-    name: str | None = None,
-) -> tuple[list[str], list[str]]:
-    """(errors, warnings) for a ModelCache CREATE or UPDATE.
+    namespace_labels: Mapping[str, str] | None,
+    stores: Mapping[str, api.ModelStoreSpec | None],
+    allow_host_path: bool,
+) -> Result:
+    """(errors, warnings) for a ModelCache CREATE or UPDATE in `namespace` (whose labels are
+    `namespace_labels`, None when unknown). `stores` maps every ModelStore's name to its parsed spec (None
+    when it does not parse)."""
+    if spec.get("storage") is not None:
+        return [STORAGE_REMOVED], []
+    parsed = _parse(api.ModelCacheSpec, spec)
+    if isinstance(parsed, list):
+        return parsed, []
+    choice = tenancy.choose_store(parsed, namespace, namespace_labels, stores, allow_host_path)
+    if choice.message is not None or choice.store is None:
+        return [choice.message or f'ModelStore "{choice.name}" cannot be used'], []
+    if choice.store.hostPath is not None:
+        return [], [f'ModelStore "{choice.name}" {HOST_PATH_WARNING}']
+    return [], []
 
-    `existing` holds the other caches as (namespace, name, spec); an entry for this cache itself
-    ((namespace, name), when `name` is given) is skipped, so the handler may pass the full list on UPDATE.
-    """
+
+def validate_modelstore(
+    name: str, spec: Mapping[str, Any], others: Mapping[str, api.ModelStoreSpec | None], allow_host_path: bool
+) -> Result:
+    """(errors, warnings) for a ModelStore CREATE or UPDATE. `others` maps ModelStore names to parsed specs
+    (None when one does not parse); an entry for `name` itself is skipped."""
+    parsed = _parse(api.ModelStoreSpec, spec)
+    if isinstance(parsed, list):
+        return parsed, []
     errors: list[str] = []
     warnings: list[str] = []
-    mine = storage_location(spec)
-    if mine is None:
-        return errors, warnings
-    if mine[0] == "hostPath":
-        warnings.append(
-            "spec.storage.hostPath is a node directory, for single-node development clusters only"
-        )
-    for other_ns, other_name, other_spec in existing:
-        if (other_ns, other_name) == (namespace, name):
-            continue
-        theirs = storage_location(other_spec)
-        if theirs is None or theirs[:2] != mine[:2]:
-            continue
-        relation = _relation(mine[2], theirs[2])
-        if relation is None:
-            continue
-        errors.append(
-            f"{_describe(mine)} {relation} the storage of ModelCache {other_ns}/{other_name} "
-            f"({_describe(theirs)}); two ModelCaches must not share or nest storage, pick another path"
-        )
+    if parsed.hostPath is not None:
+        if allow_host_path:
+            warnings.append(f"spec.hostPath {HOST_PATH_WARNING}")
+        else:
+            errors.append(
+                "spec.hostPath: this operator does not allow hostPath stores (a node directory, for "
+                "single-node development clusters only); set the chart value stores.allowHostPath=true to "
+                "allow them"
+            )
+    errors.extend(tenancy.store_overlaps(name, parsed, others))
+    if parsed.default:
+        defaults = sorted(n for n, s in others.items() if n != name and s is not None and s.default)
+        if defaults:
+            named = ", ".join(f'"{d}"' for d in defaults)
+            errors.append(
+                f"spec.default: ModelStore {named} is already the default store; "
+                "mark at most one ModelStore default (unset spec.default on one of them)"
+            )
+    selector = parsed.namespaceSelector
+    if not selector.matchLabels and not selector.matchExpressions:
+        warnings.append("spec.namespaceSelector is {}, which allows every namespace to use this store")
     return errors, warnings

@@ -1,0 +1,44 @@
+"""Names shared by the operator, the webhook, the downloader and the pods they touch: the API's vocabulary.
+
+Labels, annotations and the finalizer are part of the contract with users and with running pods, so they
+live here, not in the component that happens to write them first.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "modelcache.dev"
+VERSION: Final = "v1alpha2"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+MANAGED_BY: Final = "modelcache-operator"
+FIELD_MANAGER: Final = "modelcache-operator"
+FINALIZER: Final = f"{GROUP}/cleanup"
+
+# On every child the operator creates.
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_CACHE: Final = f"{GROUP}/cache"
+LABEL_CACHE_NAMESPACE: Final = f"{GROUP}/cache-namespace"
+LABEL_DOWNLOAD: Final = f"{GROUP}/download"
+LABEL_STORE: Final = f"{GROUP}/store"
+LABEL_ROLE: Final = f"{GROUP}/role"
+
+# Set by users on ModelCaches.
+ANNOTATION_RETRY: Final = f"{GROUP}/retry"
+
+# Set by users on serving pods (the opt-in) ...
+LABEL_INJECT: Final = f"{GROUP}/inject"
+ANN_CACHES: Final = f"{GROUP}/caches"
+ANN_CONTAINERS: Final = f"{GROUP}/containers"
+ANN_NOT_READY_POLICY: Final = f"{GROUP}/not-ready-policy"
+ANN_PREWARM: Final = f"{GROUP}/prewarm"
+# ... and by the webhook on them: the revision, its folder inside the claim, and the ModelDownload
+# ("<namespace>/<name>") each cache was pinned to. Garbage collection keys on the downloads.
+ANN_PINNED: Final = f"{GROUP}/pinned-revisions"
+ANN_FOLDERS: Final = f"{GROUP}/folders"
+ANN_DOWNLOADS: Final = f"{GROUP}/downloads"
+ANN_INJECTED: Final = f"{GROUP}/injected"
+
+# Set by the operator on a ModelDownload it removes, with its folder: ttl or quota.
+ANN_REMOVAL: Final = f"{GROUP}/removal"

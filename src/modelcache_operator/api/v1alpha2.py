@@ -1,0 +1,439 @@
+"""The modelcache.dev API, v1alpha2: ModelStore (cluster-scoped, the admin's storage), ModelCache (namespaced,
+a team's model) and ModelDownload (namespaced, the operator's record of one download into one store folder).
+
+These models are the single source of the CRD schemas (see `crd.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.config import JsonDict
+
+from .names import API_VERSION, GROUP, VERSION
+
+__all__ = ["API_VERSION", "GROUP", "VERSION"]
+
+KIND: Final = "ModelCache"
+PLURAL = "modelcaches"
+SINGULAR = "modelcache"
+SHORT_NAMES = ["mc"]
+STORE_KIND: Final = "ModelStore"
+STORE_PLURAL = "modelstores"
+DOWNLOAD_KIND: Final = "ModelDownload"
+DOWNLOAD_PLURAL = "modeldownloads"
+
+# Hub repo ids: "owner/name", letters, digits, "-", "_", ".", no "..", no leading/trailing punctuation.
+REPO_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"
+REVISION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,254}$"
+ENDPOINT_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"  # noqa: S105 - a key-name pattern, not a secret
+ABSOLUTE_PATH_PATTERN = r"^/[^\x00]*$"
+NO_DOTDOT_RULE: JsonDict = {
+    "rule": "!self.split('/').exists(s, s == '..')",
+    "message": "must not contain '..' path segments",
+}
+
+
+def cel(rule: str, message: str, **extra: str) -> JsonDict:
+    return {"rule": rule, "message": message, **extra}
+
+
+class ApiModel(BaseModel):
+    """Strict base: unknown fields are errors in Python, and the CRD schema mirrors the model exactly."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SecretKeyRef(ApiModel):
+    name: str = Field(description="Name of a Secret in the ModelCache's namespace.", pattern=DNS_LABEL_PATTERN,
+                      max_length=253)
+    key: str = Field(default="token", description="Key inside the Secret.", pattern=SECRET_KEY_PATTERN,
+                     max_length=253)
+
+
+class HubSourceFields(ApiModel):
+    allowPatterns: list[str] | None = Field(
+        default=None, description="Glob patterns of files to download (fnmatch); all files when unset.",
+        max_length=64)
+    ignorePatterns: list[str] | None = Field(
+        default=None, description="Glob patterns of files to skip, applied after allowPatterns.", max_length=64)
+    endpoint: str | None = Field(
+        default=None, pattern=ENDPOINT_PATTERN, max_length=512,
+        description="Mirror or self-hosted hub base URL, for example https://hf-mirror.com. "
+                    "The public hub when unset.")
+    tokenSecretRef: SecretKeyRef | None = Field(
+        default=None, description="Secret holding the hub access token. A cache with its own token gets a "
+                                  "folder private to its namespace, downloaded by a Job in that namespace. "
+                                  "Passed to the Job only through secretKeyRef, never as a literal.")
+
+
+class HuggingFaceSource(HubSourceFields):
+    repo: str = Field(description="Hugging Face model repo id, owner/name.", pattern=REPO_ID_PATTERN,
+                      max_length=193)
+    revision: str = Field(default="main", pattern=REVISION_PATTERN, max_length=255,
+                          description="Branch, tag or commit sha. Resolved to a commit sha in status.",
+                          json_schema_extra={"x-kubernetes-validations": [NO_DOTDOT_RULE]})
+
+
+class ModelScopeSource(HubSourceFields):
+    model: str = Field(description="ModelScope model id, owner/name.", pattern=REPO_ID_PATTERN, max_length=193)
+    revision: str = Field(default="master", pattern=REVISION_PATTERN, max_length=255,
+                          description="Branch, tag or commit id. Resolved to a commit id in status.",
+                          json_schema_extra={"x-kubernetes-validations": [NO_DOTDOT_RULE]})
+
+
+class Source(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [cel(
+        "[has(self.huggingface), has(self.modelscope)].filter(x, x).size() == 1",
+        "exactly one of spec.source.huggingface or spec.source.modelscope must be set")]})
+
+    huggingface: HuggingFaceSource | None = Field(default=None, description="Download from a Hugging Face hub.")
+    modelscope: ModelScopeSource | None = Field(default=None, description="Download from a ModelScope hub.")
+
+
+class Condition(ApiModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    lastTransitionTime: str
+    observedGeneration: int | None = None
+
+
+class StoreSecretRef(ApiModel):
+    name: str = Field(description="Name of a Secret in the operator's namespace.", pattern=DNS_LABEL_PATTERN,
+                      max_length=253)
+    key: str = Field(default="token", description="Key inside the Secret.", pattern=SECRET_KEY_PATTERN,
+                     max_length=253)
+
+
+class Ossfs2Backend(ApiModel):
+    """Alibaba Cloud OSS through the ossfs 2.0 CSI driver (seed 001), as static PVs."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.authType != 'rrsa' || has(self.roleName)",
+            "roleName is required when authType is rrsa", fieldPath=".roleName"),
+        cel("self.authType != 'secret' || has(self.secretRef)",
+            "secretRef is required when authType is secret", fieldPath=".secretRef"),
+    ]})
+
+    bucket: str = Field(description="OSS bucket name.", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+    path: str = Field(default="/", description="Root directory inside the bucket under which the store keeps "
+                                               "its models, for example /models.",
+                      pattern=ABSOLUTE_PATH_PATTERN, max_length=512,
+                      json_schema_extra={"x-kubernetes-validations": [NO_DOTDOT_RULE]})
+    url: str = Field(description="OSS endpoint of the bucket's region, for example "
+                                 "http://oss-cn-hangzhou-internal.aliyuncs.com.", pattern=ENDPOINT_PATTERN,
+                     max_length=512)
+    authType: Literal["rrsa", "secret"] = Field(
+        default="rrsa", description="rrsa: a RAM role through RRSA (recommended). secret: an AccessKey Secret "
+                                    "in the operator's namespace, passed to the CSI driver as "
+                                    "nodePublishSecretRef.")
+    roleName: str | None = Field(default=None, description="RAM role for RRSA.", max_length=64)
+    secretRef: StoreSecretRef | None = Field(
+        default=None, description="Secret in the operator's namespace with akId/akSecret keys (authType "
+                                  "secret); its key field is ignored.")
+    otherOpts: str | None = Field(
+        default=None, max_length=1024, pattern=r"^[^;&|`$\n]*$",
+        description="Extra ossfs 2.0 mount options, for example '-o memory_data_cache_size=16g'.")
+
+
+class NfsBackend(ApiModel):
+    server: str = Field(description="NFS server host name or IP.", pattern=r"^[A-Za-z0-9.:\[\]-]+$",
+                        max_length=253)
+    path: str = Field(description="Exported root directory under which the store keeps its models.",
+                      pattern=ABSOLUTE_PATH_PATTERN, max_length=512,
+                      json_schema_extra={"x-kubernetes-validations": [NO_DOTDOT_RULE]})
+    mountOptions: list[str] | None = Field(default=None, description="NFS mount options, e.g. nfsvers=4.1.",
+                                           max_length=32)
+
+
+class EfsBackend(ApiModel):
+    fileSystemId: str = Field(description="EFS file system id.", pattern=r"^fs-[0-9a-f]{8,40}$")
+    accessPointId: str | None = Field(default=None, description="Optional EFS access point id.",
+                                      pattern=r"^fsap-[0-9a-f]{8,40}$")
+    path: str = Field(default="/", description="Root directory of the file system for the store.",
+                      pattern=ABSOLUTE_PATH_PATTERN, max_length=512,
+                      json_schema_extra={"x-kubernetes-validations": [NO_DOTDOT_RULE]})
+
+
+class StorageClassBackend(ApiModel):
+    name: str = Field(description="A StorageClass that provisions ReadWriteMany volumes. A dynamically "
+                                  "provisioned volume cannot be shared across namespaces safely, so each "
+                                  "namespace gets its own claim and downloads its own copy.",
+                      pattern=DNS_LABEL_PATTERN.replace("]*", ".]*"), max_length=253)
+
+
+class HostPathBackend(ApiModel):
+    """A directory on the node. Single-node development clusters only, and only when the chart allows it."""
+
+    path: str = Field(description="Absolute directory on the node.", pattern=ABSOLUTE_PATH_PATTERN,
+                      max_length=512, json_schema_extra={"x-kubernetes-validations": [NO_DOTDOT_RULE]})
+
+
+STORAGE_BACKENDS = ("ossfs2", "nfs", "efs", "storageClass", "hostPath")
+
+
+class LabelSelectorRequirement(ApiModel):
+    key: str = Field(max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[Annotated[str, StringConstraints(max_length=63)]] | None = Field(default=None, max_length=64)
+
+
+class LabelSelector(ApiModel):
+    matchLabels: dict[str, Annotated[str, StringConstraints(max_length=63)]] | None = Field(
+        default=None, max_length=32)
+    matchExpressions: list[LabelSelectorRequirement] | None = Field(default=None, max_length=16)
+
+
+class Retention(ApiModel):
+    policy: Literal["Retain", "Delete"] = Field(
+        default="Retain", description="Retain never deletes a file. Delete removes revision folders that no "
+                                      "ModelCache wants and no pod uses, after ttlSecondsAfterUnused, or "
+                                      "least recently used first when a download would exceed the quota.")
+    ttlSecondsAfterUnused: int = Field(default=86400, ge=0, le=31536000,
+                                       description="How long an unused revision folder is kept.")
+    keepRevisions: int = Field(default=1, ge=0, le=100,
+                               description="Newest unused revisions per model kept past the TTL (not "
+                                           "against the quota).")
+
+
+class HubCredentials(ApiModel):
+    huggingface: StoreSecretRef | None = Field(default=None, description="Token for shared Hugging Face "
+                                                                         "downloads.")
+    modelscope: StoreSecretRef | None = Field(default=None, description="Token for shared ModelScope "
+                                                                        "downloads.")
+
+
+POSITIVE_QUANTITY: JsonDict = {"x-kubernetes-validations": [
+    cel("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))", "must be a positive quantity such "
+                                                                            "as 500Gi")]}
+
+
+def _backend_unchanged(backend: str) -> str:
+    return f"has(self.{backend}) == has(oldSelf.{backend}) && (!has(self.{backend}) || " \
+           f"self.{backend} == oldSelf.{backend})"
+
+
+class ModelStoreSpec(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("[" + ", ".join(f"has(self.{b})" for b in STORAGE_BACKENDS) + "].filter(x, x).size() == 1",
+            "exactly one backend must be set: " + ", ".join(f"spec.{b}" for b in STORAGE_BACKENDS)),
+        cel(" && ".join(_backend_unchanged(b) for b in STORAGE_BACKENDS),
+            "the backend is immutable; create a new ModelStore for new storage"),
+    ]})
+
+    ossfs2: Ossfs2Backend | None = Field(default=None, description="Alibaba Cloud OSS via ossfs 2.0.")
+    nfs: NfsBackend | None = Field(default=None, description="An NFS export.")
+    efs: EfsBackend | None = Field(default=None, description="AWS EFS via efs.csi.aws.com.")
+    storageClass: StorageClassBackend | None = Field(
+        default=None, description="A ReadWriteMany StorageClass: one claim per namespace, never shared.")
+    hostPath: HostPathBackend | None = Field(default=None, description="A node directory (development only).")
+    namespaceSelector: LabelSelector = Field(
+        description="Namespaces whose ModelCaches may use this store; {} allows every namespace.")
+    default: bool = Field(default=False, description="ModelCaches without spec.store use the default store. "
+                                                     "Mark at most one.")
+    capacity: str = Field(default="1Ti", max_length=32, json_schema_extra=POSITIVE_QUANTITY,
+                          description="Capacity the store's PersistentVolumes advertise.")
+    quota: str | None = Field(default=None, max_length=32, json_schema_extra=POSITIVE_QUANTITY,
+                              description="Most bytes of revision folders the store may hold; unlimited when "
+                                          "unset.")
+    retention: Retention = Field(default_factory=Retention, description="When revision folders are removed.")
+    hubCredentials: HubCredentials | None = Field(
+        default=None, description="Tokens for shared downloads. Caches that bring their own token get a folder "
+                                  "private to their namespace instead.")
+
+
+class ModelStoreStatus(ApiModel):
+    phase: Literal["Ready", "Pending", "Invalid"] | None = None
+    observedGeneration: int | None = None
+    conditions: list[Condition] | None = None
+    backend: str | None = None
+    usedBytes: int | None = None
+    used: str | None = Field(default=None, description="Human-readable, for printer columns.")
+    revisionCount: int | None = Field(default=None, description="Published revision folders.")
+
+
+class Toleration(ApiModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    tolerationSeconds: int | None = None
+
+
+QUANTITY_MAP_RULE = cel("self.all(k, isQuantity(self[k]))", "values must be quantities such as 500m or 2Gi")
+NO_GPU_RULE = cel("!self.exists(k, k.endsWith('gpu'))", "the download Job never requests GPUs")
+RESOURCE_MAP_RULES: JsonDict = {"x-kubernetes-validations": [QUANTITY_MAP_RULE, NO_GPU_RULE]}
+
+
+# Bounded sizes keep the CEL cost estimate of the rules above inside the apiserver's budget.
+Quantity = Annotated[str, StringConstraints(max_length=64)]
+
+
+class ResourceRequirements(ApiModel):
+    requests: dict[str, Quantity] | None = Field(default=None, description="Resource requests (quantities).",
+                                                 max_length=16, json_schema_extra=RESOURCE_MAP_RULES)
+    limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits (quantities).",
+                                               max_length=16, json_schema_extra=RESOURCE_MAP_RULES)
+
+
+class Download(ApiModel):
+    """Options of the download Job. A shared download takes them from the cache that started it."""
+
+    maxWorkers: int = Field(default=8, ge=1, le=64, description="Parallel file downloads.")
+    backoffLimit: int = Field(default=4, ge=0, le=20, description="Job retries for retryable failures.")
+    activeDeadlineSeconds: int = Field(default=21600, ge=60, le=604800, description="Job deadline.")
+    resources: ResourceRequirements | None = Field(default=None, description="Downloader container resources.")
+    nodeSelector: dict[str, str] | None = Field(default=None, description="Node selector for the download Job.")
+    tolerations: list[Toleration] | None = Field(default=None, description="Tolerations for the download Job.")
+
+
+class Prewarm(ApiModel):
+    mode: Literal["postStart", "initContainer", "off"] = Field(
+        default="postStart", description="postStart: warm the page cache in a postStart hook (never fails the "
+                                         "container). initContainer: warm before the server starts. off: none.")
+    concurrency: int = Field(default=8, ge=1, le=128, description="Parallel readers.")
+    timeoutSeconds: int = Field(default=900, ge=1, le=86400, description="Upper bound on one prewarm run.")
+
+
+class Serving(ApiModel):
+    mountPath: str | None = Field(default=None, pattern=ABSOLUTE_PATH_PATTERN, max_length=512,
+                                  description="Where injected pods see the model; /models/<name> when unset.",
+                                  json_schema_extra={"x-kubernetes-validations": [NO_DOTDOT_RULE]})
+    notReadyPolicy: Literal["wait", "deny", "ignore"] = Field(
+        default="wait", description="What admission does with a pod while the cache is not Ready: wait (an "
+                                    "init container waits for the manifest), deny, or ignore (no injection).")
+
+
+def _repo_of(obj: str) -> str:
+    return f"(has({obj}.huggingface) ? 'hf:' + {obj}.huggingface.repo : 'ms:' + {obj}.modelscope.model)"
+
+
+def _has_token(obj: str) -> str:
+    return f"(has({obj}.huggingface) ? has({obj}.huggingface.tokenSecretRef) : " \
+           f"has({obj}.modelscope.tokenSecretRef))"
+
+
+class ModelCacheSpec(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("!has(self.storage)", "spec.storage was removed in v1alpha2: storage belongs to a cluster admin's "
+                                  "ModelStore; name one in spec.store, or leave it unset for the default store",
+            fieldPath=".storage", reason="FieldValueForbidden"),
+        cel("has(self.store) == has(oldSelf.store) && (!has(self.store) || self.store == oldSelf.store)",
+            "spec.store is immutable; create a new ModelCache for another store", fieldPath=".store"),
+        cel(f"{_repo_of('self.source')} == {_repo_of('oldSelf.source')}",
+            "the hub and repo are immutable; create a new ModelCache for another model", fieldPath=".source"),
+        cel(f"{_has_token('self.source')} == {_has_token('oldSelf.source')}",
+            "adding or removing tokenSecretRef moves the cache between a shared and a namespace-private folder; "
+            "create a new ModelCache instead", fieldPath=".source"),
+    ]})
+
+    source: Source = Field(description="Where the model comes from. The revision and file filters may change; "
+                                       "pods keep the complete old revision until the new one is published.")
+    store: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN.replace("]*", ".]*"), max_length=253,
+                              description="The ModelStore that keeps the files; the default store when unset. "
+                                          "Immutable.")
+    download: Download = Field(default_factory=Download, description="Download Job options.")
+    prewarm: Prewarm = Field(default_factory=Prewarm, description="Page-cache prewarm in serving pods.")
+    serving: Serving = Field(default_factory=Serving, description="How serving pods get the cache.")
+    storage: dict[str, Any] | None = Field(default=None, description="Removed in v1alpha2; always refused.")
+
+
+class ModelDownloadSpec(ApiModel):
+    """Written by the operator only. One object per (store, source, filter) download, shared by every cache
+    that asks for it; private downloads (a cache's own token, or a storageClass store) live in that
+    cache's namespace."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self == oldSelf", "a ModelDownload's spec is immutable")]})
+
+    store: str = Field(max_length=253)
+    source: Source
+    folder: str = Field(max_length=1024, description="The folder of this download's revisions, relative to "
+                                                     "the claim root; each revision is <folder>/<commit>.",
+                        json_schema_extra={"x-kubernetes-validations": [NO_DOTDOT_RULE]})
+    claimName: str = Field(max_length=253, description="The writable claim the download Job mounts.")
+    download: Download = Field(default_factory=Download)
+    requestedBy: str = Field(max_length=317, description="namespace/name of the cache that started it.")
+
+
+# ----- status -----
+
+class DownloadReport(ApiModel):
+    """What the downloader writes to status.download. Only the downloader writes it; the operator reads it."""
+
+    jobName: str = Field(description="The download Job this report comes from.")
+    state: Literal["Resolving", "Downloading", "Verifying", "Published", "Failed"]
+    requestedRevision: str | None = None
+    resolvedRevision: str | None = None
+    bytesDone: int = 0
+    bytesTotal: int = 0
+    filesDone: int = 0
+    filesTotal: int = 0
+    bytesPerSecond: int = 0
+    reason: str | None = Field(default=None, description="Failure reason, e.g. Unauthorized, NotFound.")
+    message: str | None = None
+    format: str | None = None
+    architecture: str | None = None
+    dtype: str | None = None
+    quantization: str | None = None
+    updatedAt: str | None = None
+
+
+class Progress(ApiModel):
+    bytesDone: int = 0
+    bytesTotal: int = 0
+    filesDone: int = 0
+    filesTotal: int = 0
+    bytesPerSecond: int = 0
+    percent: str = Field(default="", description="Human-readable, for printer columns.")
+
+
+Phase = Literal["Pending", "Provisioning", "Downloading", "Verifying", "Ready", "Failed", "Deleting"]
+
+
+class DownloadRef(ApiModel):
+    namespace: str
+    name: str
+    shared: bool = Field(description="True when the folder is shared across namespaces.")
+    requestedBy: str = Field(description="namespace/name of the cache whose request started the download.")
+
+
+class ModelCacheStatus(ApiModel):
+    phase: Phase | None = None
+    observedGeneration: int | None = None
+    conditions: list[Condition] | None = None
+    model: str | None = Field(default=None, description="hub:repo, for printer columns.")
+    store: str | None = Field(default=None, description="The ModelStore in use (spec.store or the default).")
+    resolvedRevision: str | None = Field(default=None, description="The commit that new serving pods get: "
+                                                                   "the last one published.")
+    revisionPath: str | None = Field(default=None, description="That revision's folder inside pvcName.")
+    pendingRevisionPath: str | None = Field(default=None, description="Inside pvcName, the folder of the "
+                                                                      "revision being downloaded.")
+    progress: Progress | None = None
+    sizeBytes: int | None = None
+    size: str | None = Field(default=None, description="Human-readable size, for printer columns.")
+    fileCount: int | None = None
+    format: str | None = None
+    pvName: str | None = None
+    pvcName: str | None = None
+    downloadRef: DownloadRef | None = None
+    servedFrom: DownloadRef | None = Field(default=None, description="The download that published "
+                                                                     "resolvedRevision.")
+    download: DownloadReport | None = Field(default=None, description="The current download's report, as "
+                                                                      "its ModelDownload has it.")
+
+
+class ModelDownloadStatus(ApiModel):
+    phase: Phase | None = None
+    observedGeneration: int | None = None
+    conditions: list[Condition] | None = None
+    jobName: str | None = None
+    resolvedRevision: str | None = None
+    sizeBytes: int | None = None
+    download: DownloadReport | None = Field(default=None, description="Written by the downloader only.")
+    unusedSince: str | None = Field(default=None, description="Since when no cache wants and no pod uses it.")

@@ -1,0 +1,149 @@
+"""One idempotent reconcile of a ModelDownload: the downloader's identity and its Job, and the status that
+every ModelCache wanting the download reads."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..api import v1alpha2 as api
+from ..api.names import ANN_REMOVAL, FINALIZER
+from ..builders import jobs, naming
+from ..builders.status import DownloadObservation, JobObservation, download_status
+from . import metrics
+from .converge import Converger, now_rfc3339, object_key, parse_time, validation_message
+from .views import DownloadView
+
+log = logging.getLogger(__name__)
+
+
+def with_termination_message(job: JobObservation, message: str) -> JobObservation:
+    """A failed Job's reason and message, taken from its pod's termination message when the downloader wrote one."""
+    try:
+        parsed = json.loads(message)
+    except ValueError:
+        return job
+    if not isinstance(parsed, dict) or not parsed.get("reason"):
+        return job
+    return replace(job, failure_reason=str(parsed["reason"]),
+                   failure_message=str(parsed.get("message") or job.failure_message or ""))
+
+
+class DownloadReconciler(Converger):
+    kind = api.DOWNLOAD_KIND
+    foreign_status = frozenset({"download"})  # the downloader's report
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timed: set[str] = set()
+
+    def converge(self, body: dict[str, Any], view: DownloadView) -> str:
+        meta = body["metadata"]
+        namespace, generation = meta["namespace"], meta.get("generation", 1)
+        job_name = naming.download_job_name(meta["name"])
+        previous = body.get("status") or {}
+        raw_report = previous.get("download")
+        report = api.DownloadReport.model_validate(raw_report) \
+            if raw_report and raw_report.get("jobName") == job_name else None
+        unused_since = None if view.wanted_by or view.used_by else previous.get("unusedSince") or now_rfc3339()
+
+        def write(job: JobObservation | None, blocked: tuple[str, str, str] | None = None) -> str:
+            return self.write_status(body, lambda before: download_status(
+                DownloadObservation(generation, job_name, job, report, blocked, before, unused_since),
+                now_rfc3339()))
+
+        try:
+            spec = api.ModelDownloadSpec.model_validate(body.get("spec") or {})
+        except ValidationError as error:
+            return write(None, ("False", "InvalidSpec", validation_message(error)))
+        store = view.store.spec if view.store else None
+        if store is None:
+            return write(view.job, ("False", "StoreNotFound", f'ModelStore "{spec.store}" is missing or invalid'))
+        self.ensure_finalizer(body)
+        job = view.job
+        if job is None:
+            problem = self._secret_problem(namespace, spec, store)
+            if problem:
+                return write(None, ("False", "SecretNotFound", problem))
+            for manifest in jobs.downloader_rbac(body):
+                self.apply(object_key(body), manifest)
+            self.apply(object_key(body), jobs.download_job(body, spec, store, self.config.image,
+                                                           view.quota_free_bytes), present=False)
+            job = JobObservation(name=job_name, active=True)
+        self._observe_duration(job)
+        phase = write(job)
+        if unused_since and self._expired(store, unused_since, phase == "Ready", view):
+            self.remove(body, "ttl")
+        return phase
+
+    @staticmethod
+    def _expired(store: api.ModelStoreSpec, unused_since: str, published: bool, view: DownloadView) -> bool:
+        """Unused for longer than the TTL, and not among the newest revisions the store keeps per model."""
+        retention = store.retention
+        if retention.policy != "Delete" or (published and view.newer_published < retention.keepRevisions):
+            return False
+        return (datetime.now(UTC) - parse_time(unused_since)).total_seconds() >= retention.ttlSecondsAfterUnused
+
+    def remove(self, body: dict[str, Any], reason: str) -> None:
+        """Starts the removal of a download and its folder; the finalizer deletes the files first."""
+        meta = body["metadata"]
+        log.info("Removing ModelDownload %s/%s and its folder (%s)", meta["namespace"], meta["name"], reason)
+        self.kube.annotate(self.kind, meta["namespace"], meta["name"], {ANN_REMOVAL: reason})
+        self.kube.delete(self.kind, meta["name"], meta["namespace"])
+
+    # ----- deletion -----
+
+    def finalize(self, body: dict[str, Any], view: DownloadView) -> str:
+        """A download removed by retention takes its revision folder along; any other deletion (its store's,
+        an admin's) keeps the files."""
+        meta = body["metadata"]
+        if FINALIZER not in (meta.get("finalizers") or []):
+            return "Deleting"
+        reason = (meta.get("annotations") or {}).get(ANN_REMOVAL)
+        revision = (body.get("status") or {}).get("resolvedRevision")
+        store_name = str((body.get("spec") or {}).get("store"))
+        if reason and revision and view.store is not None and not view.twin_alive:
+            cleanup = view.cleanup_job
+            if cleanup is None:
+                spec = api.ModelDownloadSpec.model_validate(body.get("spec") or {})
+                self.apply(object_key(body), jobs.cleanup_job(body, spec, revision, self.config.image),
+                           present=False)
+                return "Deleting"
+            if cleanup.failed:
+                self.emit(body, "Warning", "CleanupFailed",
+                          f"Job {cleanup.name} could not remove revision {revision}; fix it and delete the Job to "
+                          f"retry, or remove the finalizer {FINALIZER} to keep the files")
+                return "Deleting"
+            if not cleanup.succeeded:
+                return "Deleting"
+            metrics.REVISIONS_REMOVED.labels(store=store_name, reason=reason).inc()
+            message = f"revision {revision} in {body['spec']['folder']} removed ({reason})"
+            self.emit(body, "Normal", "RevisionRemoved", message)
+            self.emit(view.store.body, "Normal", "RevisionRemoved", f"{meta['namespace']}/{meta['name']}: {message}")
+        self.remove_finalizer(body)
+        self.forget(object_key(body))
+        return "Deleting"
+
+    def _secret_problem(self, namespace: str, spec: api.ModelDownloadSpec, store: api.ModelStoreSpec) -> str | None:
+        ref = jobs.token_ref(spec, store)
+        if ref is None:
+            return None
+        secret = self.kube.get("Secret", ref.name, namespace)
+        if secret is None:
+            return f"Secret {ref.name} (the hub token) not found in namespace {namespace}"
+        if ref.key not in (secret.get("data") or {}) and ref.key not in (secret.get("stringData") or {}):
+            return f"Secret {ref.name} in namespace {namespace} has no key {ref.key}"
+        return None
+
+    def _observe_duration(self, job: JobObservation) -> None:
+        """Records each finished download Job once per process (a restart may record a Job again)."""
+        if not (job.succeeded or job.failed) or not job.started or not job.finished or job.name in self._timed:
+            return
+        self._timed.add(job.name)
+        seconds = (parse_time(job.finished) - parse_time(job.started)).total_seconds()
+        metrics.DOWNLOAD_SECONDS.labels(result="succeeded" if job.succeeded else "failed").observe(max(seconds, 0))
