@@ -876,7 +876,7 @@ def test_fuzzed_store_specs_are_refused_with_a_message_or_reconciled_cleanly(
         k8s.create_cache(namespace, cache_manifest(name, name))
 
     try:
-        refused = _submit_all(STORE_SPECS, 80, create)
+        refused = _submit_all(STORE_SPECS, 100, create)
         assert accepted and refused, f"the fuzz must exercise both outcomes: {len(accepted)} accepted, {refused}"
 
         def unreconciled() -> list[str]:

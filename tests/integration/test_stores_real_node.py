@@ -325,7 +325,13 @@ def test_over_quota_the_least_recently_used_unused_revision_goes_never_one_in_us
     assert revisions_in(folders["b"]) == [sizes["b"]]
     assert revisions_in(folders["c"]) == [sizes["c"]]
     assert len(revisions_in(folders["d"])) == 1
-    assert f'modelcache_revisions_removed_total{{reason="quota",store="{store}"}} 1.0' in env.operator.metrics()
+    # The folder goes first; the download's record, event and metric once its finalizer saw the cleanup finish.
+    removed = f'modelcache_revisions_removed_total{{reason="quota",store="{store}"}} 1.0'
+    wait_for(lambda: removed in env.operator.metrics(), 30, describe="the quota removal counted")
+    assert [d["spec"]["source"]["huggingface"]["repo"] for d in env.k8s.downloads(store)
+            if d["spec"]["source"]["huggingface"]["repo"] == repos["a"]] == []
+    reasons = {e.reason for e in env.k8s.events(OPERATOR_NAMESPACE)}
+    assert {"RevisionRemoved"} <= reasons
     delete_pod(env, namespace, "uses-c")
 
 

@@ -81,3 +81,12 @@ def test_overlapping_roots(mine: dict[str, Any], theirs: dict[str, Any], overlap
     assert bool(problems) is overlap
     if overlap:
         assert 'ModelStore "theirs"' in problems[0]
+
+
+def test_a_cache_keeps_the_default_store_it_got_first() -> None:
+    stores = {"old": store(), "new": store(default=True)}
+    choice = tenancy.choose_store(DEFAULT_CACHE, "team-a", {}, stores, allow_host_path=False, remembered="old")
+    assert choice.name == "old" and choice.store is not None
+    gone = tenancy.choose_store(DEFAULT_CACHE, "team-a", {}, {"new": store(default=True)}, allow_host_path=False,
+                                remembered="old")
+    assert gone.reason == "StoreNotFound" and 'ModelStore "old" (the default store it got)' in str(gone.message)

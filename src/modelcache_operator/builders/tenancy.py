@@ -44,10 +44,12 @@ def _refuse(reason: str, message: str, name: str | None = None) -> StoreChoice:
 
 
 def choose_store(cache: api.ModelCacheSpec, namespace: str, namespace_labels: Mapping[str, str] | None,
-                 stores: Mapping[str, api.ModelStoreSpec | None], allow_host_path: bool) -> StoreChoice:
+                 stores: Mapping[str, api.ModelStoreSpec | None], allow_host_path: bool,
+                 remembered: str | None = None) -> StoreChoice:
     """The store a cache in `namespace` uses, or why it may not. `stores` maps every ModelStore's name to its
-    parsed spec (None when it does not parse)."""
-    name = cache.store
+    parsed spec (None when it does not parse). `remembered` is the default store a cache without spec.store
+    got first: it keeps that one even if the default moves."""
+    name = cache.store or remembered
     if name is None:
         defaults = sorted(n for n, s in stores.items() if s is not None and s.default)
         if not defaults:
@@ -57,7 +59,7 @@ def choose_store(cache: api.ModelCacheSpec, namespace: str, namespace_labels: Ma
             return _refuse("MultipleDefaultStores", f"spec.store is unset and several ModelStores are marked "
                                                     f"default ({', '.join(defaults)}); name one in spec.store")
         name = defaults[0]
-    where = "spec.store" if cache.store else "the default store"
+    where = "spec.store" if cache.store else "the default store it got" if remembered else "the default store"
     if name not in stores:
         return _refuse("StoreNotFound", f'ModelStore "{name}" ({where}) does not exist', name)
     store = stores[name]

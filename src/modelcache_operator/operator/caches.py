@@ -48,11 +48,9 @@ class CacheReconciler(Converger):
             return self._write(body, CacheObservation(generation, invalid_spec=validation_message(error)))
         self.ensure_finalizer(body)
         model = layout.source_key(spec.source).model_label
-        # The store a cache got first stays its store, even if the default moves later.
-        pinned = api.ModelCacheSpec.model_validate({**spec.model_dump(exclude_none=True),
-                                                    "store": spec.store or (body.get("status") or {}).get("store")})
-        choice = tenancy.choose_store(pinned, namespace, view.namespace_labels,
-                                      {n: e.spec for n, e in view.stores.items()}, self.config.allow_host_path)
+        choice = tenancy.choose_store(spec, namespace, view.namespace_labels,
+                                      {n: e.spec for n, e in view.stores.items()}, self.config.allow_host_path,
+                                      remembered=(body.get("status") or {}).get("store"))
         if choice.store is None or choice.name is None:
             # Create nothing: the cache may not touch that storage.
             return self._write(body, CacheObservation(generation, model=model, store=choice.name,
