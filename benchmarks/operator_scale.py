@@ -1,26 +1,37 @@
-"""Operator scale: N ModelCaches on the real local control plane, timed, counted and measured.
+"""Operator scale: N ModelCaches over R distinct revisions on the real local control plane, timed, counted
+and measured.
 
-    flock /tmp/modelcache-bench.lock .venv/bin/python benchmarks/operator_scale.py --caches 500 --namespaces 10
+    flock /tmp/modelcache-bench.lock .venv/bin/python benchmarks/operator_scale.py --caches 500 --revisions 50 \
+        --namespaces 10
 
 Its own LocalCluster (etcd, apiserver with an audit log, KCM, scheduler, kwok). The operator runs as a real
 process under a client certificate of its own (CN=modelcache-operator, O=system:masters), so the audit log
-counts its requests apart from everyone else's. kwok completes the download Jobs; the benchmark plays the
-downloader of each Job as soon as the Job exists, with the downloader's own KubernetesStatusReporter (the
-first --sa-sample caches through their per-cache ServiceAccount, the rest through the admin client).
+counts its requests apart from everyone else's. One nfs ModelStore allows the benchmark's namespaces; cache i
+lives in namespace i mod --namespaces and asks for revision r<(i div --namespaces) mod R>, so every revision
+is wanted from several namespaces. Caches with the same revision share one ModelDownload and one Job: R Jobs
+in all. kwok completes the download Jobs; the benchmark plays the downloader of each Job as soon as the Job
+exists, with the downloader's own KubernetesStatusReporter (the first --sa-sample downloads through their
+per-download ServiceAccount, the rest through the admin client).
 
 Baseline, same run, after the operator is stopped: a script under its own certificate creates the same N
-caches and, per cache, exactly the children the operator writes (PV, PVC, ServiceAccount, Role, RoleBinding,
-Job, built by the same builders), sends the same downloader reports, waits for kwok to complete the Jobs and
-writes the Ready status once. That is the floor: the apiserver, controllers and kwok doing the same work with
-no operator logic.
+caches on a store of its own and writes exactly the objects the operator writes, built by the same builders:
+the store's writable PV and PVC; per cache its PV and PVC; per distinct revision the ModelDownload, its
+ServiceAccount, Role, RoleBinding and Job. It sends the same downloader reports, waits for kwok to complete
+the Jobs and writes the Ready status of each ModelDownload and each cache once. That is the floor: the
+apiserver, controllers and kwok doing the same work with no operator logic.
 
---kills K SIGKILLs and restarts the operator K times at random moments while the caches converge, and then
-checks there is exactly one Job, PVC and PV per cache.
+Checks, printed under "checks" and failing the run (exit status 1) when broken: exactly R Jobs and R
+ModelDownloads, one per revision, each Job created once (one UID over the whole run); every cache with
+exactly one PV and one PVC, pointing at its revision's ModelDownload.
+
+--kills K SIGKILLs and restarts the operator K times at random moments while the caches converge; the same
+checks then show that nothing was lost or duplicated.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -41,15 +52,23 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.downloader_role import publish
-from tests.support.kube import Cluster, wait_for
+from tests.support.downloader_role import downloader_reporter, publish
+from tests.support.kube import OPERATOR_NAMESPACE, Cluster, wait_for
 from tests.support.operator import OperatorProcess, delete_webhook_configurations
-from tests.support.serviceaccount import serviceaccount_client
 
 from modelcache_devcluster.binaries import ensure_binaries
 from modelcache_devcluster.cluster import LocalCluster
 from modelcache_operator.api import v1alpha2 as api
-from modelcache_operator.builders import jobs, naming, storage
+from modelcache_operator.api.names import (
+    LABEL_CACHE,
+    LABEL_CACHE_NAMESPACE,
+    LABEL_DOWNLOAD,
+    LABEL_MANAGED_BY,
+    LABEL_ROLE,
+    LABEL_STORE,
+    MANAGED_BY,
+)
+from modelcache_operator.builders import jobs, layout, naming, storage
 from modelcache_operator.downloader.report import KubernetesStatusReporter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,11 +78,32 @@ BASELINE_USER = "baseline-script"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cache_manifest(name: str, index: int, prefix: str) -> dict[str, Any]:
+MODEL = "Qwen/Qwen3-0.6B"
+DOWNLOADERS = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ROLE}=downloader"
+SERVING = f"{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ROLE}=serving"
+
+
+def store_manifest(name: str, namespaces: list[str]) -> dict[str, Any]:
+    return {"apiVersion": api.API_VERSION, "kind": api.STORE_KIND, "metadata": {"name": name},
+            "spec": {"nfs": {"server": "10.0.0.2", "path": f"/exports/{name}"}, "capacity": "10Gi",
+                     "namespaceSelector": {"matchExpressions": [
+                         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}]}}}
+
+
+def cache_manifest(name: str, store: str, revision: str) -> dict[str, Any]:
     return {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name},
-            "spec": {"source": {"huggingface": {"repo": "Qwen/Qwen3-0.6B"}},
-                     "storage": {"nfs": {"server": "10.0.0.2", "path": f"/exports/{prefix}/{index}"},
-                                 "capacity": "10Gi"}}}
+            "spec": {"source": {"huggingface": {"repo": MODEL, "revision": revision}}, "store": store}}
+
+
+def workload(namespaces: list[str], caches: int, revisions: int) -> list[tuple[str, str, str]]:
+    """(namespace, cache, revision): round-robin over the namespaces, each revision in several of them."""
+    return [(namespaces[i % len(namespaces)], f"cache-{i:04d}", f"r{(i // len(namespaces)) % revisions}")
+            for i in range(caches)]
+
+
+def commit_of(revision: str) -> str:
+    """The commit the played downloader resolves a revision to: distinct per revision, as on a hub."""
+    return hashlib.sha1(revision.encode(), usedforsecurity=False).hexdigest()
 
 
 def client_for(kubeconfig: str | Path) -> kubernetes.client.ApiClient:
@@ -81,12 +121,13 @@ def now_utc() -> datetime:
 # ----- observing the cluster -----
 
 class Observer:
-    """Watches Jobs and ModelCaches (as admin): when each Job appeared and completed, when each cache got Ready."""
+    """Watches download Jobs and ModelCaches (as admin): when each download's Job appeared and completed, every
+    UID it had, and when each cache got Ready."""
 
     def __init__(self, client: kubernetes.client.ApiClient, on_job: Any) -> None:
         self.client = client
         self.on_job = on_job
-        self.jobs_seen: dict[tuple[str, str], set[str]] = {}
+        self.jobs_seen: dict[tuple[str, str], set[str]] = {}  # (namespace, download) -> Job UIDs
         self.job_complete: dict[tuple[str, str], float] = {}
         self.ready: dict[tuple[str, str], float] = {}
         self._stop = threading.Event()
@@ -108,13 +149,10 @@ class Observer:
 
     def _watch_jobs(self) -> None:
         batch = kubernetes.client.BatchV1Api(self.client)
-        selector = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY},{naming.LABEL_ROLE}=downloader"
         for event in kubernetes.watch.Watch().stream(  # type: ignore[no-untyped-call]
-            batch.list_job_for_all_namespaces, label_selector=selector,
-                                                     timeout_seconds=60):
+                batch.list_job_for_all_namespaces, label_selector=DOWNLOADERS, timeout_seconds=60):
             job = event["object"]
-            cache = job.metadata.labels[naming.LABEL_CACHE]
-            key = (job.metadata.namespace, cache)
+            key = (job.metadata.namespace, job.metadata.labels[LABEL_DOWNLOAD])
             with self._lock:
                 first = key not in self.jobs_seen
                 self.jobs_seen.setdefault(key, set()).add(job.metadata.uid)
@@ -122,15 +160,14 @@ class Observer:
                 if done and key not in self.job_complete:
                     self.job_complete[key] = time.monotonic()
             if first:
-                self.on_job(job.metadata.namespace, cache, job.metadata.name)
+                self.on_job(key[0], key[1], job.metadata.name)
             if self._stop.is_set():
                 return
 
     def _watch_caches(self) -> None:
         custom = kubernetes.client.CustomObjectsApi(self.client)
         for event in kubernetes.watch.Watch().stream(  # type: ignore[no-untyped-call]
-            custom.list_cluster_custom_object, api.GROUP, api.VERSION,
-                                                     api.PLURAL, timeout_seconds=60):
+                custom.list_cluster_custom_object, api.GROUP, api.VERSION, api.PLURAL, timeout_seconds=60):
             obj = event["object"]
             key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
             if (obj.get("status") or {}).get("phase") == "Ready":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
@@ -14,17 +13,16 @@ import kopf
 
 from ..api import v1alpha2 as api
 from ..api.names import LABEL_DOWNLOAD, LABEL_INJECT, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
-from ..builders import naming
 from ..builders.pins import pinned_downloads
-from ..builders.quantity import parse_quantity
 from ..builders.status import JobObservation
+from . import observe
 from .caches import CacheReconciler
 from .config import OperatorConfig
 from .converge import Converger, ObjectKey
-from .downloads import DownloadReconciler, with_termination_message
+from .downloads import DownloadReconciler
 from .kube import Kube, load_api_client
 from .stores import StoreReconciler
-from .views import CacheView, DownloadView, Eviction, StoreEntry, StoreView
+from .views import StoreEntry
 
 CONFIG = OperatorConfig.from_env()
 MANAGED = {LABEL_MANAGED_BY: MANAGED_BY}
@@ -159,122 +157,8 @@ async def namespace_index(name: str, labels: kopf.Labels, **_: Any) -> dict[str,
     return {name: dict(labels)}
 
 
-def _first(index: Any, key: Any) -> Any:
-    store = index.get(key)
-    return next(iter(store)) if store else None
-
-
-def _stores(indices: dict[str, Any]) -> dict[str, StoreEntry]:
-    return {name: next(iter(entries)) for name, entries in indices["store_index"].items() if entries}
-
-
-def _cache_view(body: dict[str, Any], indices: dict[str, Any]) -> CacheView:
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    stores = _stores(indices)
-    # The download this cache wants lives in its namespace or the operator's; which one, its reconcile decides.
-    bodies = {(str(key[0]), key[1]): next(iter(entries)) for key, entries in indices["download_index"].items()
-              if entries and key[0] in (namespace, CONFIG.operator_namespace)}
-    downloads = {key: dict(body.get("status") or {}) for key, body in bodies.items()}
-    requesters = {key: str(requested) for key, body in bodies.items()
-                  if (requested := (body.get("spec") or {}).get("requestedBy"))}
-    claims = [naming.pvc_name(name), *(naming.store_claim_name(store) for store in stores)]
-    phases = {claim: phase for claim in claims
-              if (phase := _first(indices["pvc_index"], (namespace, claim))) is not None}
-    return CacheView(stores=stores, namespace_labels=_first(indices["namespace_index"], namespace),
-                     pvc_phases=phases, downloads=downloads, download_requesters=requesters)
-
-
-def _downloads(indices: dict[str, Any]) -> list[dict[str, Any]]:
-    return [next(iter(entries)) for entries in indices["download_index"].values() if entries]
-
-
-def _published_at(download: dict[str, Any]) -> str | None:
-    conditions = (download.get("status") or {}).get("conditions") or []
-    done = next((c for c in conditions if c.get("type") == "Downloaded" and c.get("status") == "True"), None)
-    return str(done["lastTransitionTime"]) if done else None
-
-
-def _model_of(download: dict[str, Any]) -> tuple[Any, ...]:
-    spec = download.get("spec") or {}
-    return download["metadata"]["namespace"], spec.get("store"), json.dumps(
-        {hub: (source or {}).get("repo") or (source or {}).get("model")
-         for hub, source in (spec.get("source") or {}).items()}, sort_keys=True)
-
-
-def _planned_bytes(download: dict[str, Any]) -> int:
-    """What a download in flight will add to its store, once its downloader has listed the files."""
-    status = download.get("status") or {}
-    if status.get("phase") in ("Ready", "Failed"):
-        return 0
-    return int((status.get("download") or {}).get("bytesTotal") or 0)
-
-
-def _quota_free(store: StoreEntry | None, me: dict[str, Any], downloads: list[dict[str, Any]]) -> int | None:
-    """The quota less what cannot be evicted (revisions in use; all of them on a Retain store) and the other
-    downloads in flight."""
-    if store is None or store.spec is None or store.spec.quota is None:
-        return None
-    name = store.body["metadata"]["name"]
-    retain = store.spec.retention.policy == "Retain"
-    taken = 0
-    for other in downloads:
-        status = other.get("status") or {}
-        if (other.get("spec") or {}).get("store") != name or other["metadata"]["uid"] == me["metadata"]["uid"]:
-            continue
-        if status.get("phase") == "Ready" and (retain or not status.get("unusedSince")):
-            taken += int(status.get("sizeBytes") or 0)
-        taken += _planned_bytes(other)
-    return (parse_quantity(store.spec.quota) or 0) - taken
-
-
-def _download_view(body: dict[str, Any], indices: dict[str, Any]) -> DownloadView:
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    store = _stores(indices).get(str((body.get("spec") or {}).get("store")))
-    owner = (namespace, naming.label_value(name))
-    messages = {job: message for job, message in indices["termination_index"].get(owner, ())}
-    job = _first(indices["job_index"], owner)
-    if job is not None and job.failed and job.name in messages:
-        job = with_termination_message(job, messages[job.name])
-    downloads = _downloads(indices)
-    mine, published = _model_of(body), _published_at(body)
-    newer = sum(1 for d in downloads if d is not body and _model_of(d) == mine and (_published_at(d) or "") >
-                (published or "~")) if published else 0
-    folder = ((body.get("spec") or {}).get("folder"), (body.get("status") or {}).get("resolvedRevision"))
-    twin = folder[1] is not None and any(
-        d["metadata"]["uid"] != body["metadata"]["uid"] and not d["metadata"].get("deletionTimestamp")
-        and d["metadata"]["namespace"] == namespace and (d.get("spec") or {}).get("store") == store_name(body)
-        and ((d.get("spec") or {}).get("folder"), (d.get("status") or {}).get("resolvedRevision")) == folder
-        for d in downloads)
-    return DownloadView(
-        store=store, job=job, cleanup_job=_first(indices["cleanup_index"], owner),
-        wanted_by=tuple(sorted(f"{ns}/{n}" for ns, n in indices["caches_by_download"].get((namespace, name), ()))),
-        used_by=tuple(sorted(indices["pods_by_download"].get((namespace, name), ()))),
-        newer_published=newer, twin_alive=twin, quota_free_bytes=_quota_free(store, body, downloads))
-
-
-def store_name(download: dict[str, Any]) -> str:
-    return str((download.get("spec") or {}).get("store"))
-
-
-def _store_view(body: dict[str, Any], indices: dict[str, Any]) -> StoreView:
-    name = body["metadata"]["name"]
-    mine = [d for d in _downloads(indices) if store_name(d) == name]
-    published = [d for d in mine if (d.get("status") or {}).get("phase") == "Ready"]
-    evictable = sorted(
-        (Eviction(d["metadata"]["namespace"], d["metadata"]["name"], int(d["status"].get("sizeBytes") or 0),
-                  str(d["status"]["unusedSince"]))
-         for d in published if d["status"].get("unusedSince") and not d["metadata"].get("deletionTimestamp")),
-        key=lambda e: (e.unused_since, e.namespace, e.name))
-    return StoreView(
-        others={n: e for n, e in _stores(indices).items() if n != name},
-        writer_claim_phase=_first(indices["pvc_index"], (CONFIG.operator_namespace, naming.store_claim_name(name))),
-        published_bytes=sum(int((d.get("status") or {}).get("sizeBytes") or 0) for d in published
-                            if not d["metadata"].get("deletionTimestamp")),
-        published_count=len(published), in_flight_bytes=sum(_planned_bytes(d) for d in mine),
-        evictable=tuple(evictable))
-
-
-VIEWS = {api.KIND: _cache_view, api.DOWNLOAD_KIND: _download_view, api.STORE_KIND: _store_view}
+VIEWS = {api.KIND: observe.cache_view, api.DOWNLOAD_KIND: observe.download_view,
+         api.STORE_KIND: observe.store_view}
 
 
 # ----- triggers: every one of them runs the same level-based reconcile -----
@@ -302,7 +186,7 @@ async def _drain(key: ObjectKey, indices: dict[str, Any]) -> None:
             context = contextvars.copy_context()
             try:
                 await loop.run_in_executor(_pool, context.run, reconciler(key[0]).reconcile, current,
-                                           VIEWS[key[0]](current, indices))
+                                           VIEWS[key[0]](current, indices, CONFIG.operator_namespace))
             except Exception:
                 # The next trigger or resync reconciles the object again; the error is counted in metrics.
                 log.exception("Reconcile of %s %s/%s failed", *key)
@@ -311,7 +195,7 @@ async def _drain(key: ObjectKey, indices: dict[str, Any]) -> None:
 
 
 async def _reconcile_cached(index: Any, key: Any, indices: dict[str, Any]) -> None:
-    body = _first(index, key)
+    body = observe.first(index, key)
     if body is not None:
         await _reconcile(body, indices)
 
@@ -341,7 +225,7 @@ async def on_download_event(type: str, body: kopf.Body, namespace: str | None, n
     # Every cache that wants this download reads its status.
     for cache in kwargs["caches_by_download"].get((namespace, name), ()):
         await _reconcile_cached(kwargs["cache_index"], cache, kwargs)
-    store = _first(kwargs["store_index"], (body.get("spec") or {}).get("store"))
+    store = observe.first(kwargs["store_index"], (body.get("spec") or {}).get("store"))
     if store is not None:
         await _reconcile(store.body, kwargs)
 
@@ -391,7 +275,7 @@ async def on_claim_event(namespace: str | None, meta: kopf.Meta, **kwargs: Any) 
         await _reconcile_cached(kwargs["cache_index"], (namespace, cache), kwargs)
     store = _owner(owners, api.STORE_KIND)
     if store and namespace == CONFIG.operator_namespace:
-        entry = _first(kwargs["store_index"], store)
+        entry = observe.first(kwargs["store_index"], store)
         if entry is not None:
             await _reconcile(entry.body, kwargs)
     elif store and namespace:
