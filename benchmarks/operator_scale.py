@@ -261,20 +261,29 @@ def make_namespaces(k8s: Cluster, prefix: str, count: int) -> list[str]:
 def run_operator_phase(args: argparse.Namespace, cluster: LocalCluster, k8s: Cluster,
                        operator: OperatorProcess) -> dict[str, Any]:
     namespaces = make_namespaces(k8s, "mc", args.namespaces)
-    caches = [(namespaces[i % len(namespaces)], f"cache-{i:04d}", i) for i in range(args.caches)]
-    sample = {(ns, name) for ns, name, _ in caches[: args.sa_sample]}
+    store = "bench-mc"
+    k8s.create_store(store_manifest(store, namespaces))
+    k8s.wait_store_ready(store, timeout=120)
+    caches = workload(namespaces, args.caches, args.revisions)
     publishers = ThreadPoolExecutor(args.publishers)
     published: dict[tuple[str, str], float] = {}
+    sampled: set[tuple[str, str]] = set()
+    sample_lock = threading.Lock()
 
-    def play_downloader(namespace: str, cache: str, job_name: str) -> None:
-        if (namespace, cache) in sample:
-            client = serviceaccount_client(k8s, cluster, namespace, naming.downloader_identity_name(cache))
-        else:
-            client = k8s.client
-        publish(KubernetesStatusReporter(client, namespace, cache, min_interval=0), job_name)
-        published[(namespace, cache)] = time.monotonic()
+    def play_downloader(namespace: str, download: str, job_name: str) -> None:
+        with sample_lock:
+            own_identity = len(sampled) < args.sa_sample
+            if own_identity:
+                sampled.add((namespace, download))
+        body = k8s.get_download(namespace, download)
+        assert body is not None, f"ModelDownload {namespace}/{download} of Job {job_name} is missing"
+        revision = body["spec"]["source"]["huggingface"]["revision"]
+        reporter = downloader_reporter(k8s, cluster, namespace, download) if own_identity else \
+            KubernetesStatusReporter(k8s.client, namespace, download, min_interval=0)
+        publish(reporter, job_name, revision=commit_of(revision))
+        published[(namespace, download)] = time.monotonic()
 
-    observer = Observer(k8s.client, lambda ns, c, j: publishers.submit(play_downloader, ns, c, j))
+    observer = Observer(k8s.client, lambda ns, d, j: publishers.submit(play_downloader, ns, d, j))
     observer.start()
     time.sleep(2)  # both watches established before the first cache exists
     start_wall, start = now_utc(), time.monotonic()
@@ -284,7 +293,7 @@ def run_operator_phase(args: argparse.Namespace, cluster: LocalCluster, k8s: Clu
         threading.Thread(target=killer, args=(operator, args.kills, kill_log, observer, args.caches),
                          daemon=True).start()
     with ThreadPoolExecutor(8) as creators:
-        list(creators.map(lambda c: create_retrying(k8s, c[0], cache_manifest(c[1], c[2], "mc")), caches))
+        list(creators.map(lambda c: create_retrying(k8s, c[0], cache_manifest(c[1], store, c[2])), caches))
     created = time.monotonic() - start
     wait_for(lambda: len(observer.ready) >= len(caches), args.timeout, interval=0.5,
              describe=f"all {len(caches)} caches Ready",
@@ -292,8 +301,9 @@ def run_operator_phase(args: argparse.Namespace, cluster: LocalCluster, k8s: Clu
                                  f"complete {len(observer.job_complete)}\n{operator.log_tail()}")
     all_ready = max(observer.ready.values())
     ready_wall = now_utc()
-    wait_for(lambda: len(observer.job_complete) >= len(caches), 120, interval=0.5,
-             describe="all Jobs Complete")
+    wait_for(lambda: len(observer.job_complete) >= args.revisions, 120, interval=0.5,
+             describe=f"all {args.revisions} Jobs Complete",
+             diagnostics=lambda: f"complete {len(observer.job_complete)} of {len(observer.jobs_seen)} seen")
     busy_rss, busy_cpu = proc_usage(pids(operator))
     metrics = operator.metrics()
     busy_requests = audit_events(cluster.audit_log_path, OPERATOR_USER, start_wall, ready_wall)
@@ -309,10 +319,9 @@ def run_operator_phase(args: argparse.Namespace, cluster: LocalCluster, k8s: Clu
     observer.stop()
     publishers.shutdown(wait=True)
 
-    duplicates = {key: uids for key, uids in observer.jobs_seen.items() if len(uids) != 1}
-    children = count_children(k8s, namespaces)
     return {
         "caches": len(caches),
+        "revisions": args.revisions,
         "create_seconds": created,
         "apply_to_all_ready_seconds": all_ready - start,
         "last_job_complete_to_all_ready_seconds": all_ready - max(observer.job_complete.values()),
@@ -331,8 +340,8 @@ def run_operator_phase(args: argparse.Namespace, cluster: LocalCluster, k8s: Clu
         "reconciles": metric_value(metrics, "modelcache_reconcile_total"),
         "api_writes_metric": metric_value(metrics, "modelcache_api_writes_total"),
         "kills": kill_log,
-        "job_uid_duplicates": {f"{k[0]}/{k[1]}": sorted(v) for k, v in duplicates.items()},
-        "children": children,
+        "reports_through_own_serviceaccount": len(sampled),
+        "checks": check_children(k8s, store, caches, observer.jobs_seen),
     }
 
 
@@ -364,25 +373,53 @@ def killer(operator: OperatorProcess, kills: int, log: list[float], observer: Ob
         operator.start()
 
 
-def count_children(k8s: Cluster, namespaces: list[str]) -> dict[str, Any]:
-    selector = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
-    per_cache: dict[str, Counter[str]] = {}
-    for ns in namespaces:
-        listed: tuple[tuple[str, list[Any]], ...] = (
-            ("job", k8s.batch.list_namespaced_job(ns, label_selector=selector).items),
-                            ("pvc", k8s.core.list_namespaced_persistent_volume_claim(
-                                ns, label_selector=selector).items))
-        for kind, items in listed:
-            for item in items:
-                per_cache.setdefault(f"{ns}/{item.metadata.labels[naming.LABEL_CACHE]}", Counter())[kind] += 1
-    pvs: list[Any] = k8s.core.list_persistent_volume(label_selector=selector).items
+def check_children(k8s: Cluster, store: str, caches: list[tuple[str, str, str]],
+                   jobs_seen: dict[tuple[str, str], set[str]]) -> dict[str, Any]:
+    """Exactly one ModelDownload and one Job per revision (one Job UID over the whole run, from the watch),
+    and per cache exactly one PV and one PVC and a downloadRef to its revision's ModelDownload."""
+    downloads = k8s.downloads(store)
+    by_revision: dict[str, list[str]] = {}
+    for d in downloads:
+        by_revision.setdefault(d["spec"]["source"]["huggingface"]["revision"], []).append(
+            f"{d['metadata']['namespace']}/{d['metadata']['name']}")
+    listed: list[Any] = k8s.batch.list_job_for_all_namespaces(
+        label_selector=f"{DOWNLOADERS},{LABEL_STORE}={store}").items
+    job_counts = Counter(f"{j.metadata.namespace}/{j.metadata.labels[LABEL_DOWNLOAD]}" for j in listed)
+    pv_counts: Counter[str] = Counter()
+    pvc_counts: Counter[str] = Counter()
+    pvs: list[Any] = k8s.core.list_persistent_volume(label_selector=SERVING).items
     for pv in pvs:
-        labels = pv.metadata.labels
-        key = f"{labels[naming.LABEL_CACHE_NAMESPACE]}/{labels[naming.LABEL_CACHE]}"
-        if key in per_cache:
-            per_cache[key]["pv"] += 1
-    wrong = {key: dict(c) for key, c in per_cache.items() if dict(c) != {"job": 1, "pvc": 1, "pv": 1}}
-    return {"caches_with_children": len(per_cache), "not_exactly_one_each": wrong}
+        pv_counts[f"{pv.metadata.labels[LABEL_CACHE_NAMESPACE]}/{pv.metadata.labels[LABEL_CACHE]}"] += 1
+    for namespace in sorted({c[0] for c in caches}):
+        pvcs: list[Any] = k8s.core.list_namespaced_persistent_volume_claim(namespace, label_selector=SERVING).items
+        for pvc in pvcs:
+            pvc_counts[f"{namespace}/{pvc.metadata.labels[LABEL_CACHE]}"] += 1
+    wrong_ref = []
+    for namespace, name, revision in caches:
+        ref = ((k8s.get_cache(namespace, name) or {}).get("status") or {}).get("downloadRef") or {}
+        if [f"{ref.get('namespace')}/{ref.get('name')}"] != by_revision.get(revision):
+            wrong_ref.append(f"{namespace}/{name}")
+    revisions = sorted({c[2] for c in caches})
+    result: dict[str, Any] = {
+        "revisions": len(revisions),
+        "jobs": len(listed),
+        "jobs_seen": len(jobs_seen),
+        "downloads": len(downloads),
+        "revisions_without_exactly_one_download": {r: by_revision.get(r, []) for r in revisions
+                                                   if len(by_revision.get(r, [])) != 1},
+        "downloads_of_unknown_revisions": sorted(set(by_revision) - set(revisions)),
+        "downloads_without_exactly_one_job": {d: job_counts[d] for names in by_revision.values() for d in names
+                                              if job_counts[d] != 1},
+        "job_uid_duplicates": {f"{k[0]}/{k[1]}": sorted(v) for k, v in jobs_seen.items() if len(v) != 1},
+        "caches_without_exactly_one_pv_and_pvc": {
+            f"{ns}/{name}": {"pv": pv_counts[f"{ns}/{name}"], "pvc": pvc_counts[f"{ns}/{name}"]}
+            for ns, name, _ in caches if (pv_counts[f"{ns}/{name}"], pvc_counts[f"{ns}/{name}"]) != (1, 1)},
+        "caches_not_on_their_revisions_download": wrong_ref,
+    }
+    result["ok"] = (result["jobs"] == result["jobs_seen"] == result["downloads"] == len(revisions)
+                    and not any(v for k, v in result.items() if k not in ("revisions", "jobs", "jobs_seen",
+                                                                           "downloads")))
+    return result
 
 
 def run_baseline(args: argparse.Namespace, cluster: LocalCluster, k8s: Cluster) -> dict[str, Any]:
@@ -390,46 +427,79 @@ def run_baseline(args: argparse.Namespace, cluster: LocalCluster, k8s: Cluster) 
     client = client_for(cluster.user_kubeconfig(BASELINE_USER, ("system:masters",)))
     base = Cluster(client)
     namespaces = make_namespaces(k8s, "base", args.namespaces)
-    caches = [(namespaces[i % len(namespaces)], f"cache-{i:04d}", i) for i in range(args.caches)]
+    caches = workload(namespaces, args.caches, args.revisions)
     from modelcache_operator.operator.kube import Kube
 
     kube = Kube(client)
+    store_name = "bench-base"
+    store_body = base.create_store(store_manifest(store_name, namespaces))
+    store = api.ModelStoreSpec.model_validate(store_body["spec"])
+    for manifest in storage.store_writer_claim(store_body, store, OPERATOR_NAMESPACE):
+        kube.apply(manifest)
+    # The first cache of each revision is the one whose request starts its download, as with the operator.
+    requesters = {revision: (namespace, name) for namespace, name, revision in reversed(caches)}
     start_wall, start = now_utc(), time.monotonic()
 
-    def one(item: tuple[str, str, int]) -> str:
-        namespace, name, index = item
-        body = base.create_cache(namespace, cache_manifest(name, index, "base"))
+    def one(item: tuple[str, str, str]) -> tuple[str, str | None]:
+        namespace, name, revision = item
+        body = base.create_cache(namespace, cache_manifest(name, store_name, revision))
         spec = api.ModelCacheSpec.model_validate(body["spec"])
-        job_name = naming.download_job_name(name, naming.source_fingerprint(spec, None))
-        children = [storage.persistent_volume(body, spec), storage.persistent_volume_claim(body, spec),
-                    *jobs.downloader_rbac(body), jobs.download_job(body, spec, job_name, "bench:baseline")]
-        for manifest in children:
-            if manifest is not None:
-                kube.apply(manifest)
-        publish(KubernetesStatusReporter(client, namespace, name, min_interval=0), job_name)
-        return job_name
+        place = layout.placement(spec, store, namespace)
+        labels = naming.child_labels("serving", cache=(namespace, name), store=store_name)
+        pv, pvc = naming.pv_name(namespace, name), naming.pvc_name(name)
+        kube.apply(storage.persistent_volume(pv, store, place.serving_root, read_only=True, claim=(namespace, pvc),
+                                             labels=labels, operator_namespace=OPERATOR_NAMESPACE))
+        kube.apply(storage.persistent_volume_claim(pvc, namespace, store, read_only=True, volume_name=pv,
+                                                   labels=labels, owners=[naming.owner_reference(body)]))
+        download = naming.download_name(store_name, MODEL, layout.download_key(spec, store_name, namespace,
+                                                                                 place.private, None))
+        if requesters[revision] != (namespace, name):
+            return download, None
+        download_spec = api.ModelDownloadSpec(
+            store=store_name, source=spec.source, folder=place.download_folder,
+            claimName=naming.store_claim_name(store_name), download=spec.download, requestedBy=f"{namespace}/{name}")
+        download_body = kube.apply({
+            "apiVersion": api.API_VERSION, "kind": api.DOWNLOAD_KIND,
+            "metadata": {"name": download, "namespace": OPERATOR_NAMESPACE,
+                         "labels": naming.child_labels("download", store=store_name),
+                         "ownerReferences": [naming.owner_reference(store_body)]},
+            "spec": download_spec.model_dump(mode="json", exclude_none=True)})
+        for manifest in [*jobs.downloader_rbac(download_body),
+                         jobs.download_job(download_body, download_spec, store, "bench:baseline")]:
+            kube.apply(manifest)
+        job_name = naming.download_job_name(download)
+        publish(KubernetesStatusReporter(client, OPERATOR_NAMESPACE, download, min_interval=0), job_name,
+                revision=commit_of(revision))
+        return download, job_name
 
     with ThreadPoolExecutor(8) as pool:
-        job_names = dict(zip([(c[0], c[1]) for c in caches], pool.map(one, caches), strict=True))
+        results = dict(zip([(c[0], c[1]) for c in caches], pool.map(one, caches), strict=True))
+    job_names = {download: job for download, job in results.values() if job is not None}
 
     def complete() -> bool:
-        done = 0
-        for ns in namespaces:
-            listed: list[Any] = k8s.batch.list_namespaced_job(ns).items
-            for job in listed:
-                done += any(c.type == "Complete" and c.status == "True" for c in job.status.conditions or [])
-        return done >= len(caches)
+        listed: list[Any] = k8s.batch.list_namespaced_job(OPERATOR_NAMESPACE, label_selector=DOWNLOADERS).items
+        done = sum(any(c.type == "Complete" and c.status == "True" for c in job.status.conditions or [])
+                   for job in listed if job.metadata.labels.get(LABEL_STORE) == store_name)
+        return done >= len(job_names)
     wait_for(complete, args.timeout, interval=0.5, describe="baseline Jobs complete")
 
-    def ready(item: tuple[str, str]) -> None:
-        kube.patch_status(item[0], item[1], {"phase": "Ready", "jobName": job_names[item]})
+    def download_ready(download: str) -> None:
+        kube.patch_status(api.DOWNLOAD_KIND, OPERATOR_NAMESPACE, download,
+                          {"phase": "Ready", "jobName": job_names[download]})
+
+    def cache_ready(item: tuple[tuple[str, str], tuple[str, str | None]]) -> None:
+        (namespace, name), (download, _) = item
+        requester = "/".join(requesters[next(c[2] for c in caches if c[:2] == (namespace, name))])
+        kube.patch_status(api.KIND, namespace, name, {"phase": "Ready", "downloadRef": {
+            "namespace": OPERATOR_NAMESPACE, "name": download, "shared": True, "requestedBy": requester}})
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(ready, job_names))
+        list(pool.map(download_ready, job_names))
+        list(pool.map(cache_ready, results.items()))
     elapsed = time.monotonic() - start
     time.sleep(2)
     requests = audit_events(cluster.audit_log_path, BASELINE_USER, start_wall, now_utc())
-    return {"seconds": elapsed, "requests": len(requests), "requests_per_cache": len(requests) / len(caches),
-            "requests_by_verb": breakdown(requests)}
+    return {"seconds": elapsed, "jobs": len(job_names), "requests": len(requests),
+            "requests_per_cache": len(requests) / len(caches), "requests_by_verb": breakdown(requests)}
 
 
 def machine() -> str:
@@ -441,26 +511,34 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--caches", type=int, default=500)
+    parser.add_argument("--revisions", type=int, default=50,
+                        help="distinct revisions the caches ask for: the number of ModelDownloads and Jobs")
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--resync", type=float, default=10.0, help="the operator's resync period, seconds")
     parser.add_argument("--publishers", type=int, default=8, help="threads playing the downloaders")
     parser.add_argument("--sa-sample", type=int, default=20,
-                        help="caches whose reports go through their own ServiceAccount")
+                        help="downloads whose reports go through their own ServiceAccount")
     parser.add_argument("--kills", type=int, default=0, help="SIGKILL+restart the operator this many times")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if not 1 <= args.revisions <= args.caches:
+        parser.error("--revisions must be between 1 and --caches")
+    if args.namespaces < 1:
+        parser.error("--namespaces must be at least 1")
 
     workdir = Path(tempfile.mkdtemp(prefix="mc-scale-"))
     cluster = LocalCluster(ensure_binaries(), workdir / "cluster", audit=True)
     cluster.up()
     operator: OperatorProcess | None = None
+    failed = False
     try:
         admin = client_for(cluster.state.kubeconfig)
         k8s = Cluster(admin)
         cluster.install_crds(CRD_DIR)
+        k8s.ensure_namespace(OPERATOR_NAMESPACE)
         kubeconfig = cluster.user_kubeconfig(OPERATOR_USER, ("system:masters",))
         operator = OperatorProcess(str(kubeconfig), workdir / "operator", resync_seconds=args.resync)
         operator.start()
@@ -480,6 +558,10 @@ def main() -> None:
         print(text)
         if args.json:
             args.json.write_text(text)
+        if not results["operator"]["checks"]["ok"]:
+            print("FAILED: Jobs, ModelDownloads or claims lost or duplicated; see \"checks\" above",
+                  file=sys.stderr)
+            failed = True
     finally:
         if operator is not None:
             operator.stop()
@@ -488,6 +570,8 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"kept {workdir}", file=sys.stderr)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -124,11 +124,14 @@ def other_namespace(k8s: Cluster) -> str:
     return name
 
 
+def download_ref(k8s: Cluster, namespace: str, cache: str) -> dict[str, Any] | None:
+    ref: dict[str, Any] | None = ((k8s.get_cache(namespace, cache) or {}).get("status") or {}).get("downloadRef")
+    return ref
+
+
 def download_name_of(k8s: Cluster, namespace: str, cache: str) -> str:
     def probe() -> str | None:
-        body = k8s.get_cache(namespace, cache) or {}
-        ref = (body.get("status") or {}).get("downloadRef") or {}
-        return ref.get("name")
+        return (download_ref(k8s, namespace, cache) or {}).get("name")
     return wait_for(probe, 60, describe=f"the downloadRef of {namespace}/{cache}",
                     diagnostics=lambda: f"cache: {k8s.get_cache(namespace, cache)}")
 
@@ -247,17 +250,29 @@ def wait_all_ready(k8s: Cluster, namespace: str, count: int, operator: OperatorP
 
 
 Seen = dict[str, dict[str, set[str]]]  # kind -> owner name -> UIDs
-KINDS = ("pv", "pvc", "download", "job")
+DOWNLOAD_CHILDREN = ("job", "serviceaccount", "role", "rolebinding")  # one each per ModelDownload
+KINDS = ("pv", "pvc", "download", *DOWNLOAD_CHILDREN)
 
 
 def children(k8s: Cluster, namespace: str, store: str) -> Seen:
-    """UIDs of the PV and PVC of each cache (by cache name), and of each ModelDownload and download Job of
-    the store (by download name)."""
+    """UIDs of the PV and PVC of each cache (by cache name), and of each ModelDownload of the store and its
+    Job, ServiceAccount, Role and RoleBinding (by download name)."""
     pvs, pvcs = serving_claims(k8s, namespace)
     found: Seen = {"pv": {c: {u} for c, u in pvs.items()}, "pvc": {c: {u} for c, u in pvcs.items()},
-                   "download": {}, "job": {}}
+                   **{kind: {} for kind in ("download", *DOWNLOAD_CHILDREN)}}
     for download in k8s.downloads(store):
         found["download"].setdefault(download["metadata"]["name"], set()).add(download["metadata"]["uid"])
+    mine = set(found["download"])
+    identities: dict[str, list[Any]] = {
+        "serviceaccount": k8s.core.list_namespaced_service_account(OPERATOR_NAMESPACE,
+                                                                   label_selector=DOWNLOADERS).items,
+        "role": k8s.rbac.list_namespaced_role(OPERATOR_NAMESPACE, label_selector=DOWNLOADERS).items,
+        "rolebinding": k8s.rbac.list_namespaced_role_binding(OPERATOR_NAMESPACE, label_selector=DOWNLOADERS).items,
+    }
+    for kind, listed in identities.items():
+        for item in listed:
+            if item.metadata.labels[LABEL_DOWNLOAD] in mine:
+                found[kind].setdefault(item.metadata.labels[LABEL_DOWNLOAD], set()).add(item.metadata.uid)
     for job in store_jobs(k8s, store):
         found["job"].setdefault(job.metadata.labels[LABEL_DOWNLOAD], set()).add(job.metadata.uid)
     return found
@@ -271,8 +286,8 @@ def merge(into: Seen, snapshot: Seen) -> None:
 
 def assert_exactly_once(seen: Seen, final: Seen, k8s: Cluster, namespace: str, caches: dict[str, str]) -> None:
     """Over the whole run (UIDs from every snapshot), every cache had exactly one PV and PVC and every
-    distinct revision exactly one ModelDownload and one Job, which all caches of that revision share; and
-    nothing was lost by the end (`final`)."""
+    distinct revision exactly one ModelDownload, Job, ServiceAccount, Role and RoleBinding, which all caches
+    of that revision share; and nothing was lost by the end (`final`)."""
     wrong = {f"{kind} {owner}": len(uids) for kind in KINDS for owner, uids in seen.get(kind, {}).items()
              if len(uids) != 1}
     assert wrong == {}, f"children created more than once: {wrong}"
@@ -289,7 +304,8 @@ def assert_exactly_once(seen: Seen, final: Seen, k8s: Cluster, namespace: str, c
     downloads = {next(iter(names)) for names in by_revision.values()}
     assert len(downloads) == len(by_revision), f"two revisions share a download: {by_revision}"
     assert sorted(seen["download"]) == sorted(final["download"]) == sorted(downloads)
-    assert sorted(seen["job"]) == sorted(final["job"]) == sorted(downloads)
+    for kind in DOWNLOAD_CHILDREN:
+        assert sorted(seen[kind]) == sorted(final[kind]) == sorted(downloads), kind
 
 
 def test_operator_sigkilled_at_random_points_converges_without_duplicates(
@@ -515,10 +531,14 @@ def test_same_source_in_two_namespaces_shares_one_download_and_outlives_its_requ
         download = download_name_of(k8s, namespace, "first")
         k8s.create_cache(other, cache_manifest("second", store))
         assert download_name_of(k8s, other, "second") == download
+        # Both name the cache whose request started the download (a cache reconciled before the watch brought
+        # the ModelDownload learns it on its next pass).
+        shared_ref = {"namespace": OPERATOR_NAMESPACE, "name": download, "shared": True,
+                      "requestedBy": f"{namespace}/first"}
         for ns, name in ((namespace, "first"), (other, "second")):
-            ref = (k8s.get_cache(ns, name) or {})["status"]["downloadRef"]
-            assert ref == {"namespace": OPERATOR_NAMESPACE, "name": download, "shared": True,
-                           "requestedBy": f"{namespace}/first"}
+            wait_for(lambda n=ns, c=name: download_ref(k8s, n, c) == shared_ref, 30,  # type: ignore[misc]
+                     describe=f"{ns}/{name} sharing {download}",
+                     diagnostics=lambda n=ns, c=name: f"downloadRef: {download_ref(k8s, n, c)}")  # type: ignore[misc]
         job = job_of(k8s, other, "second")
         publish(downloader_reporter(k8s, local_cluster, OPERATOR_NAMESPACE, download), job.metadata.name)
         for ns, name in ((namespace, "first"), (other, "second")):
@@ -590,8 +610,8 @@ def test_caches_that_slipped_past_admission_get_nothing_the_stores_do_not_allow(
             body = k8s.get_store(nested) or {}
             conditions = (body.get("status") or {}).get("conditions") or []
             ready = next((c for c in conditions if c["type"] == "Ready"), None)
-            return ready if body["status"].get("phase") == "Invalid" and ready and \
-                ready["reason"] == "RootOverlap" else None
+            invalid = (body.get("status") or {}).get("phase") == "Invalid"
+            return ready if invalid and ready and ready["reason"] == "RootOverlap" else None
         overlap = wait_for(nested_store_invalid, 60, describe=f"ModelStore {nested} Invalid with RootOverlap",
                            diagnostics=lambda: f"store: {k8s.get_store(nested)}")
         assert store in overlap["message"]

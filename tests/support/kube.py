@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import kubernetes
@@ -15,6 +15,18 @@ from modelcache_operator.api.names import LABEL_DOWNLOAD, LABEL_ROLE
 T = TypeVar("T")
 # Where the operator under test keeps shared downloads and the stores' writable claims.
 OPERATOR_NAMESPACE = "modelcache-system"
+NFS_SERVER = "10.0.0.2"  # nothing mounts it: kwok nodes run no volumes
+
+
+def nfs_store_manifest(name: str, namespaces: Sequence[str], path: str | None = None,
+                       **spec: Any) -> dict[str, Any]:
+    """A ModelStore on an NFS export (its own root, /exports/<name>, unless `path` is given) that exactly
+    `namespaces` may use."""
+    selector = {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                      "values": list(namespaces)}]}
+    return {"apiVersion": api.API_VERSION, "kind": api.STORE_KIND, "metadata": {"name": name},
+            "spec": {"nfs": {"server": NFS_SERVER, "path": path or f"/exports/{name}"},
+                     "namespaceSelector": selector, "capacity": "100Gi", **spec}}
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.25,
@@ -93,6 +105,19 @@ class Cluster:
         """The ModelDownload a cache's status points at."""
         ref = (cache.get("status") or {}).get("downloadRef")
         return self.get_download(ref["namespace"], ref["name"]) if ref else None
+
+    def wait_download(self, namespace: str, name: str, timeout: float = 60.0, not_named: str | None = None,
+                      diagnostics: Callable[[], str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(cache, ModelDownload) once the cache's status names a download (other than `not_named`) that
+        exists."""
+        def probe() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            cache = self.get_cache(namespace, name) or {}
+            ref = (cache.get("status") or {}).get("downloadRef") or {}
+            download = self.download_of(cache) if ref and ref["name"] != not_named else None
+            return (cache, download) if download is not None else None
+        return wait_for(probe, timeout, describe=f"ModelCache {namespace}/{name} with its ModelDownload",
+                        diagnostics=lambda: f"cache: {self.get_cache(namespace, name)}"
+                        + (f"\n{diagnostics()}" if diagnostics else ""))
 
     def create_cache(self, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
         result = self.custom.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, manifest)

@@ -90,6 +90,7 @@ class OperatorProcess:
             except OSError:
                 pass
             time.sleep(0.2)
+        self.stop()  # never leave a half-started operator (and its webhook process) running
         raise RuntimeError(f"operator not live within {timeout}s:\n{self.log_tail()}")
 
     def _webhook_listening(self) -> bool:

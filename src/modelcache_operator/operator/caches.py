@@ -166,9 +166,9 @@ class CacheReconciler(Converger):
             return "Deleting"
         self.kube.delete("PersistentVolumeClaim", naming.pvc_name(name), namespace)
         self.kube.delete("PersistentVolume", naming.pv_name(namespace, name))
-        self.remove_finalizer(body)
-        self.emit(body, "Normal", "Deleted", "this namespace's PersistentVolume and claim were removed; the files "
-                                             "stay for the store's retention policy")
+        if self.remove_finalizer(body):
+            self.emit(body, "Normal", "Deleted", "this namespace's PersistentVolume and claim were removed; the "
+                                                 "files stay for the store's retention policy")
         self.forget(object_key(body))
         return "Deleting"
 

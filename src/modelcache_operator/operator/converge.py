@@ -134,11 +134,19 @@ class Converger:
                                      meta["resourceVersion"])
             metrics.API_WRITES.labels(kind="finalizer").inc()
 
-    def remove_finalizer(self, body: dict[str, Any]) -> None:
+    def remove_finalizer(self, body: dict[str, Any]) -> bool:
+        """False when the object is already gone: a reconcile of a stale body found our finalizer removed by
+        an earlier one, and the deletion complete."""
         meta = body["metadata"]
         finalizers = list(meta.get("finalizers") or [])
-        self.kube.set_finalizers(self.kind, meta.get("namespace"), meta["name"],
-                                 [f for f in finalizers if f != FINALIZER], meta["resourceVersion"])
+        try:
+            self.kube.set_finalizers(self.kind, meta.get("namespace"), meta["name"],
+                                     [f for f in finalizers if f != FINALIZER], meta["resourceVersion"])
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            return False
+        return True
 
     # ----- status -----
 

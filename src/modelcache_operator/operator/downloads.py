@@ -17,7 +17,7 @@ from ..builders import jobs, naming
 from ..builders.status import DownloadObservation, JobObservation, download_status
 from . import metrics
 from .converge import Converger, now_rfc3339, object_key, parse_time, validation_message
-from .views import DownloadView
+from .views import DownloadView, StoreEntry
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,16 @@ def with_termination_message(job: JobObservation, message: str) -> JobObservatio
         return job
     return replace(job, failure_reason=str(parsed["reason"]),
                    failure_message=str(parsed.get("message") or job.failure_message or ""))
+
+
+def _invalid_store(store: StoreEntry) -> str | None:
+    """The store reconciler's verdict: an Invalid store (hostPath disabled, an overlapping root) gets no new
+    download Jobs."""
+    status = store.body.get("status") or {}
+    if status.get("phase") != "Invalid":
+        return None
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    return f'ModelStore "{store.body["metadata"]["name"]}" is Invalid: {ready.get("message", "")}'
 
 
 class DownloadReconciler(Converger):
@@ -66,6 +76,9 @@ class DownloadReconciler(Converger):
             return write(view.job, ("False", "StoreNotFound", f'ModelStore "{spec.store}" is missing or invalid'))
         self.ensure_finalizer(body)
         job = view.job
+        invalid = _invalid_store(view.store)
+        if job is None and invalid:
+            return write(None, ("False", "StoreInvalid", invalid))
         if job is None:
             problem = self._secret_problem(namespace, spec, store)
             if problem:
