@@ -44,7 +44,7 @@ def _refuse(reason: str, message: str, name: str | None = None) -> StoreChoice:
 
 
 def choose_store(cache: api.ModelCacheSpec, namespace: str, namespace_labels: Mapping[str, str] | None,
-                 stores: Mapping[str, api.ModelStoreSpec | None], allow_host_path: bool,
+                 stores: Mapping[str, api.ModelStoreSpec | None], allow_host_path: bool, *,
                  remembered: str | None = None) -> StoreChoice:
     """The store a cache in `namespace` uses, or why it may not. `stores` maps every ModelStore's name to its
     parsed spec (None when it does not parse). `remembered` is the default store a cache without spec.store

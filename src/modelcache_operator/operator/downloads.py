@@ -71,9 +71,9 @@ class DownloadReconciler(Converger):
             spec = api.ModelDownloadSpec.model_validate(body.get("spec") or {})
         except ValidationError as error:
             return write(None, ("False", "InvalidSpec", validation_message(error)))
-        store = view.store.spec if view.store else None
-        if store is None:
+        if view.store is None or view.store.spec is None:
             return write(view.job, ("False", "StoreNotFound", f'ModelStore "{spec.store}" is missing or invalid'))
+        store = view.store.spec
         self.ensure_finalizer(body)
         job = view.job
         invalid = _invalid_store(view.store)
