@@ -40,7 +40,7 @@ def _invalid_store(store: StoreEntry) -> str | None:
     status = store.body.get("status") or {}
     if status.get("phase") != "Invalid":
         return None
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     return f'ModelStore "{store.body["metadata"]["name"]}" is Invalid: {ready.get("message", "")}'
 
 
