@@ -251,7 +251,10 @@ def test_validating_webhooks(defaults: list[dict[str, Any]]) -> None:
     for name, (path, resource, scope) in expected.items():
         hook = hooks[name]
         assert set(hook) == {"name", "admissionReviewVersions", "sideEffects", "failurePolicy", "matchPolicy",
-                             "timeoutSeconds", "clientConfig", "rules"}, name
+                             "timeoutSeconds", "clientConfig", "rules", "matchConditions"}, name
+        # Metadata-only updates (finalizers, annotations) skip the webhook; spec changes and creates do not.
+        assert hook["matchConditions"] == [{"name": "spec-changes-only", "expression":
+                                            "request.operation == 'CREATE' || object.spec != oldObject.spec"}]
         assert hook["admissionReviewVersions"] == ["v1"] and hook["matchPolicy"] == "Equivalent"
         assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
         assert hook["timeoutSeconds"] == 10
@@ -276,7 +279,7 @@ def test_development_registration_matches_the_chart(defaults: list[dict[str, Any
         for name, chart_hook in chart_hooks.items():
             dev_hook = dev_hooks[name]
             for field in ("name", "admissionReviewVersions", "sideEffects", "failurePolicy", "matchPolicy",
-                          "timeoutSeconds", "rules", "objectSelector", "reinvocationPolicy"):
+                          "timeoutSeconds", "rules", "objectSelector", "reinvocationPolicy", "matchConditions"):
                 assert dev_hook.get(field) == chart_hook.get(field), (kind, name, field)
             assert dev_hook["clientConfig"]["url"] == \
                 "https://127.0.0.1:9443" + chart_hook["clientConfig"]["service"]["path"], (kind, name)

@@ -456,6 +456,11 @@ def test_failure_policy_blocks_opted_in_pods_while_the_operator_is_down(
         status, body = refusal(lambda: k8s.create_store(nfs_store_manifest(f"later-{uuid.uuid4().hex[:6]}",
                                                                            [namespace])))
         assert status == 500 and 'failed calling webhook \\"validate-modelstores.modelcache.dev\\"' in body, body
+        # A spec change waits too; a metadata-only one (the retry annotation, a finalizer) skips the webhook.
+        status, body = refusal(lambda: k8s.patch_cache(namespace, "steady", {"spec": {"serving": {
+            "notReadyPolicy": "deny"}}}))
+        assert status == 500 and 'failed calling webhook \\"validate-modelcaches.modelcache.dev\\"' in body, body
+        k8s.patch_cache(namespace, "steady", {"metadata": {"annotations": {"team": "still-editable"}}})
         # Pods that did not opt in never meet the webhook, so they are unaffected.
         k8s.core.create_namespaced_pod(namespace, serving_pod("bystander", "steady", labels={}))
     finally:

@@ -120,7 +120,6 @@ def _flow(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, operator: Op
     cache = k8s.wait_phase(NAMESPACE, CACHE, "Ready", timeout=60, diagnostics=operator.log_tail)
     say("kubectl get mc:\n" + cluster.kubectl("get", "mc", "-n", NAMESPACE))
 
-    revision = cache["status"]["resolvedRevision"]
     say("applying a labelled StatefulSet; the webhook injects the cache into its pod")
     k8s.apps.create_namespaced_stateful_set(NAMESPACE, {
         "metadata": {"name": "embedder"},

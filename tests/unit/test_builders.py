@@ -11,8 +11,8 @@ from modelcache_operator.api import crd
 from modelcache_operator.api import v1alpha2 as api
 from modelcache_operator.builders import jobs, layout, naming, storage
 
-STORE_BODY = {"kind": "ModelStore", "metadata": {"name": "oss-models", "uid": "store-uid"}}
-DOWNLOAD_BODY = {"kind": "ModelDownload", "metadata": {"name": "nfs-qwen-qwen3-8b-1234abcd",
+STORE_BODY: dict[str, Any] = {"kind": "ModelStore", "metadata": {"name": "oss-models", "uid": "store-uid"}}
+DOWNLOAD_BODY: dict[str, Any] = {"kind": "ModelDownload", "metadata": {"name": "nfs-qwen-qwen3-8b-1234abcd",
                                                        "namespace": "modelcache-system", "uid": "dl-uid"}}
 OSS = {"bucket": "oss-models", "path": "/models", "url": "http://oss-cn-hangzhou-internal.aliyuncs.com",
        "roleName": "role", "otherOpts": "-o memory_data_cache_size=16g"}

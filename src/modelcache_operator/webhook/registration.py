@@ -21,6 +21,10 @@ POD_WEBHOOK_NAME = "inject-pods.modelcache.dev"
 MODELCACHE_WEBHOOK_NAME = "validate-modelcaches.modelcache.dev"
 MODELSTORE_WEBHOOK_NAME = "validate-modelstores.modelcache.dev"
 TIMEOUT_SECONDS = 10
+# Metadata-only updates (finalizers, annotations such as modelcache.dev/retry) never wait for the webhook:
+# nothing it checks lives there, and they keep working while the operator restarts.
+SPEC_CHANGES = [{"name": "spec-changes-only",
+                 "expression": "request.operation == 'CREATE' || object.spec != oldObject.spec"}]
 
 
 def webhook_configurations(name: str, base_url: str, ca_bundle: bytes,
@@ -48,6 +52,8 @@ def webhook_configurations(name: str, base_url: str, ca_bundle: bytes,
     stores = hook(MODELSTORE_WEBHOOK_NAME, "validate-modelstores",
                   {"apiGroups": [api.GROUP], "apiVersions": [api.VERSION], "resources": [api.STORE_PLURAL],
                    "operations": ["CREATE", "UPDATE"]}, scope="Cluster")
+    for validating in (caches, stores):
+        validating["matchConditions"] = SPEC_CHANGES
     return [
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
          "metadata": {"name": name}, "webhooks": [pods]},

@@ -91,23 +91,35 @@ class AdmissionApp:
             return web.Response(status=400, text="expected an admission.k8s.io/v1 AdmissionReview")
         views = self.views
         return _json(await self._settled(VALIDATE_SECONDS, lambda: review_modelcache(
-            review, views.stores.snapshot(), views.namespaces.labels, self.allow_host_path)))
+            review, views.stores.snapshot(), views.namespaces.labels, self.allow_host_path),
+            wait=not self._sees_what_it_names(review)))
 
     async def validate_modelstores(self, request: web.Request) -> web.Response:
         review = await self._review(request)
         if review is None:
             return web.Response(status=400, text="expected an admission.k8s.io/v1 AdmissionReview")
         return _json(await self._settled(STORE_VALIDATE_SECONDS, lambda: review_modelstore(
-            review, self.views.stores.snapshot(), self.allow_host_path)))
+            review, self.views.stores.snapshot(), self.allow_host_path), wait=False))
 
-    async def _settled(self, seconds: Histogram, review: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """The review's answer; a refusal is reviewed again whenever the views change, for grace_seconds.
-        The histogram gets the first review's time, not the grace."""
+    def _sees_what_it_names(self, review: dict[str, Any]) -> bool:
+        """Whether the views hold the namespace and the store (or a default one) a cache names: if not, they
+        may have been created a moment ago, in the same apply, and the watch has not brought them yet."""
+        obj = review.get("object") or {}
+        namespace = review.get("namespace") or (obj.get("metadata") or {}).get("namespace") or ""
+        store = (obj.get("spec") or {}).get("store")
+        stores = self.views.stores.snapshot()
+        named = store in stores if store else any(s is not None and s.default for s in stores.values())
+        return named and self.views.namespaces.labels(str(namespace)) is not None
+
+    async def _settled(self, seconds: Histogram, review: Callable[[], dict[str, Any]],
+                       wait: bool) -> dict[str, Any]:
+        """The review's answer. With `wait`, a refusal is reviewed again whenever the views change, for
+        grace_seconds. The histogram gets the first review's time, not the grace."""
         started = time.perf_counter()
         version, answer = self.views.version(), review()
         seconds.labels(result="allowed" if answer["response"]["allowed"] else "denied").observe(
             time.perf_counter() - started)
-        deadline = time.monotonic() + self.grace_seconds
+        deadline = time.monotonic() + (self.grace_seconds if wait else 0.0)
         while not answer["response"]["allowed"] and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             if self.views.version() != version:
