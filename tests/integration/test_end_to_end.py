@@ -55,7 +55,7 @@ def test_serving_pod_mounts_the_pinned_revision_read_only(demo: DemoResult) -> N
     volume = next(v for v in pod.spec.volumes if v.name == f"mc-{CACHE}")
     assert volume.persistent_volume_claim.read_only is True
     mount = next(m for m in pod.spec.containers[0].volume_mounts if m.name == f"mc-{CACHE}")
-    assert mount.read_only is True and mount.sub_path == demo.cache["status"]["resolvedRevision"]
+    assert mount.read_only is True and mount.sub_path == demo.cache["status"]["revisionPath"]
     env = {e.name: e.value for e in pod.spec.containers[0].env}
     assert env["MODEL_DIR"] == mount.mount_path
 
