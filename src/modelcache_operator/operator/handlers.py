@@ -36,6 +36,7 @@ _pool = ThreadPoolExecutor(max_workers=RECONCILE_WORKERS, thread_name_prefix="re
 # Per object, the newest body still to reconcile, and the objects with a reconcile in flight.
 _pending: dict[ObjectKey, dict[str, Any]] = {}
 _running: set[ObjectKey] = set()
+_store_states: dict[str, tuple[Any, ...]] = {}  # what caches saw of each store, last time
 _tasks: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
 _reconcilers: dict[str, Converger] = {}
 log = logging.getLogger(__name__)
@@ -233,6 +234,13 @@ async def on_download_event(type: str, body: kopf.Body, namespace: str | None, n
 @kopf.on.event(api.GROUP, api.VERSION, api.STORE_PLURAL)
 async def on_store_event(type: str, body: kopf.Body, name: str, **kwargs: Any) -> None:
     await _on_object_event(type, body, kwargs)
+    # Caches read a store's spec, existence and validity, not its usage figures: a status write that only
+    # moved `usedBytes` (one per published download) must not reconcile every cache on the store.
+    seen = (body["metadata"].get("generation"), bool(body["metadata"].get("deletionTimestamp")),
+            (body.get("status") or {}).get("phase"))
+    if _store_states.get(name) == seen and type != "DELETED":
+        return
+    _store_states[name] = seen
     for entries in list(kwargs["cache_index"].values()):
         for cache in entries:
             status, spec = cache.get("status") or {}, cache.get("spec") or {}
