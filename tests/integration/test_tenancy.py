@@ -5,18 +5,17 @@ is refused with a message naming the reason, and a deletion never removes files.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from modelcache_devcluster.cluster import LocalCluster
 from modelcache_operator.api import v1alpha2 as api
 from modelcache_operator.builders import naming
-from tests.support.kube import OPERATOR_NAMESPACE, Cluster, wait_for
+from tests.support.kube import OPERATOR_NAMESPACE, Cluster, refusal, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.serviceaccount import serviceaccount_client
 
@@ -61,14 +60,6 @@ def team(k8s: Cluster, namespace: str, operator: OperatorProcess, local_cluster:
     yield Team(namespace, Cluster(serviceaccount_client(k8s, local_cluster, namespace, "team")), allowed, other)
     k8s.delete_store(allowed)
     k8s.delete_store(other)
-
-
-def refusal(attempt: Callable[[], Any]) -> tuple[int, str]:
-    try:
-        attempt()
-    except ApiException as error:
-        return int(error.status), str(error.body)
-    raise AssertionError("the attempt was allowed")
 
 
 def create_cache(team: Team, manifest: dict[str, Any], strict: bool = False) -> Any:

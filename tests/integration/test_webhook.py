@@ -27,7 +27,7 @@ from tests.support.downloader_role import (
     publish,
     publish_cache,
 )
-from tests.support.kube import OPERATOR_NAMESPACE, Cluster, nfs_store_manifest, wait_for
+from tests.support.kube import OPERATOR_NAMESPACE, Cluster, nfs_store_manifest, refusal, wait_for
 from tests.support.operator import OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -126,14 +126,6 @@ def pins(pod: Any) -> dict[str, dict[str, str]]:
 def download_ref(cache: dict[str, Any], field: str = "downloadRef") -> str:
     ref = cache["status"][field]
     return f"{ref['namespace']}/{ref['name']}"
-
-
-def refusal(attempt: Callable[[], Any]) -> tuple[int, str]:
-    try:
-        attempt()
-    except ApiException as error:
-        return int(error.status), str(error.body)
-    raise AssertionError("the attempt was allowed")
 
 
 def dry_run(k8s: Cluster, namespace: str, pod: dict[str, Any]) -> tuple[Any, str | None]:

@@ -43,6 +43,15 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 30.0, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {describe}; last value: {last!r}{extra}")
 
 
+def refusal(attempt: Callable[[], Any]) -> tuple[int, str]:
+    """(HTTP status, body) of an API call that must be refused; fails the test if it was allowed."""
+    try:
+        attempt()
+    except ApiException as error:
+        return int(error.status), str(error.body)
+    raise AssertionError("the attempt was allowed")
+
+
 class Cluster:
     """Typed access to the resources the tests touch."""
 
