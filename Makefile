@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup bins cluster-up cluster-up-real-node cluster-down demo test lint unit component integration crd clean
+.PHONY: system-packages setup bins cluster-up cluster-up-real-node cluster-down demo test lint unit component integration crd clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,11 +12,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+# The Debian packages (hack/system-packages.sh): installed when run as root, else the one command is printed.
+system-packages:
+	@bash hack/system-packages.sh
+
+setup: system-packages $(STAMP)
 
 # Control-plane binaries from Go modules, plus the real node's containerd and its images built offline from this
 # repository's Dockerfile, all cached under ~/.cache/modelcache-operator (about 30 minutes cold on 2 cores).
 bins: setup
+	@echo "[make] control-plane binaries, containerd and images: about 30 minutes on a cold 2-core machine, seconds when cached"
 	$(BIN)/modelcache-devcluster build --real-node
 
 cluster-up: bins
