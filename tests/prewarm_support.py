@@ -3,10 +3,12 @@ without python3, and a check for readers left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 CANARY = "pwned"
@@ -104,3 +106,37 @@ def make_junk_folder(root: Path) -> list[Path]:
     (root / "outside.safetensors").symlink_to("/etc/hostname")
     (root / "loop").symlink_to(root)
     return [sparse, fifo, zero, root / "dangling.safetensors", root / "outside.safetensors", root / "loop"]
+
+
+@contextlib.contextmanager
+def memory_cgroup(limit: int) -> Iterator[tuple[Path, str]]:
+    """A fresh memory cgroup limited to limit bytes (v2 memory.max where the memory controller is
+    on the unified hierarchy, else v1 memory.limit_in_bytes). Yields (its directory, the file a
+    pid is written to to join it). Needs root; fails, never skips, where it cannot be made."""
+    v2_root = Path("/sys/fs/cgroup")
+    name = f"prewarm-test-{os.getpid()}-{time.monotonic_ns()}"
+    if "memory" in _read(v2_root / "cgroup.controllers").split():
+        group = v2_root / name
+        group.mkdir()
+        (group / "memory.max").write_text(str(limit))
+        (group / "memory.swap.max").write_text("0")
+    else:
+        v1 = v2_root / "memory"
+        assert (v1 / "memory.limit_in_bytes").exists(), "no memory cgroup (v1 or v2) on this machine"
+        group = v1 / name
+        group.mkdir()
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+    try:
+        yield group, str(group / "cgroup.procs")
+    finally:
+        deadline = time.monotonic() + 10
+        while _read(group / "cgroup.procs").strip() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        group.rmdir()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

@@ -23,6 +23,7 @@ from tests.prewarm_support import (
     env_with_path,
     make_evil_tree,
     make_junk_folder,
+    memory_cgroup,
     sh_only_path,
     wait_until_gone,
 )
@@ -405,3 +406,33 @@ def test_a_killed_python_hook_leaves_no_reader(hung_mount: Path) -> None:
     proc.kill()
     proc.wait(timeout=10)
     assert wait_until_gone(hung_mount) == []
+
+
+def test_under_a_memory_limit_below_the_model_it_warms_within_budget(tmp_path: Path) -> None:
+    """Page cache is charged to the reader's cgroup: reading a 256 MiB model inside 192 MiB would make
+    the kernel evict the first shards to fit the last. Prewarm stops at its budget instead."""
+    root = tmp_path / "model"
+    (root / ".modelcache").mkdir(parents=True)
+    shards = [root / f"model-0000{i}-of-00004.safetensors" for i in range(4)]
+    for i, p in enumerate(shards):
+        write_file(p, 64 * MiB, seed=i)
+    (root / ".modelcache" / "manifest.json").write_text(json.dumps({"files": [{"path": p.name} for p in shards]}))
+    cold(shards)
+    with memory_cgroup(192 * MiB) as (_, procs):
+        proc = subprocess.run(
+            ["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, sys.executable, str(PROGRAM), "warm",
+             "--dir", str(root), "--memory-headroom", str(16 * MiB)],
+            capture_output=True, text=True, timeout=120, env=env_with_path(os.environ["PATH"]))
+    assert proc.returncode == 0, proc.stderr
+    m = SUMMARY.search(proc.stdout)
+    assert m, proc.stdout
+    budget = m["budget"]
+    assert budget.endswith("(cgroup)"), proc.stdout
+    assert size_of(m["warmed"]) <= size_of(budget.removesuffix("(cgroup)"))
+    assert size_of(m["over_budget"]) >= 64 * MiB and "over budget:" in proc.stdout
+    per_shard = [resident_fraction([p]) for p in shards]
+    resident_bytes = sum(f * 64 * MiB for f in per_shard)
+    assert resident_bytes <= size_of(budget.removesuffix("(cgroup)")), per_shard
+    # The first-priority shards stay resident: nothing read later pushed them out.
+    assert per_shard[0] > WARM and per_shard[1] > WARM, per_shard
+    assert per_shard[3] < 0.05, per_shard
