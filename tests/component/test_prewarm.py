@@ -436,3 +436,21 @@ def test_under_a_memory_limit_below_the_model_it_warms_within_budget(tmp_path: P
     # The first-priority shards stay resident: nothing read later pushed them out.
     assert per_shard[0] > WARM and per_shard[1] > WARM, per_shard
     assert per_shard[3] < 0.05, per_shard
+
+
+def test_the_summary_reaches_the_container_log_and_a_dead_pipe_never_blocks(tmp_path: Path) -> None:
+    """--container-log is PID 1's stdout in a pod (a pipe to the runtime, read by `kubectl logs`)."""
+    root = tmp_path / "m"
+    root.mkdir()
+    write_file(root / "a.safetensors", MiB)
+    pipe = tmp_path / "stdout-of-pid-1"
+    os.mkfifo(pipe)
+    runtime_end = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # the reading end, open before the hook runs
+    try:
+        m, _ = run_python("--dir", str(root), "--container-log", str(pipe))
+        assert os.read(runtime_end, 65536).decode() == m.group(0) + "\n"
+    finally:
+        os.close(runtime_end)
+    # Nobody reading (the runtime gone): the write fails at once instead of hanging the hook.
+    m, elapsed = run_python("--dir", str(root), "--container-log", str(pipe), "--timeout", "30")
+    assert m["timeout"] == "false" and elapsed < 10
