@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 from modelcache_operator.prewarm import prewarm as pw
 from modelcache_operator.prewarm import prewarm_files as pf
+from modelcache_operator.prewarm import prewarm_read as rd
 from modelcache_operator.prewarm import prewarm_report as report
 from modelcache_operator.prewarm import prewarm_residency as residency
-from modelcache_operator.prewarm.prewarm import PAGE, Chunk
 from modelcache_operator.prewarm.prewarm_files import FileEntry
+from modelcache_operator.prewarm.prewarm_read import PAGE, Chunk
 
 SUMMARY = re.compile(
     r"^modelcache-prewarm: files=(\d+) bytes=\S+ warmed=\S+ in \d+\.\ds \(\S+/s\) "
@@ -36,7 +37,7 @@ def test_chunks_tile_each_file_exactly_with_page_aligned_offsets(
     sizes: list[int], fuse: list[bool], concurrency: int, min_range: int
 ) -> None:
     files = [FileEntry(f"/m/{i}", s, fuse[i]) for i, s in enumerate(sizes)]
-    chunks = pw.plan_chunks(files, concurrency, min_range)
+    chunks = rd.plan_chunks(files, concurrency, min_range)
     for i, size in enumerate(sizes):
         mine = [c for c in chunks if c.file == i]
         assert sum(c.length for c in mine) == size
@@ -52,7 +53,7 @@ def test_chunks_tile_each_file_exactly_with_page_aligned_offsets(
 def test_big_file_gets_one_long_range_per_worker_and_small_files_one_each() -> None:
     gib = 1 << 30
     files = [FileEntry("/m/a.gguf", 100 * gib + 5)] + [FileEntry(f"/m/s{i}", 4 << 20) for i in range(3)]
-    chunks = pw.plan_chunks(files, 16, 32 << 20)
+    chunks = rd.plan_chunks(files, 16, 32 << 20)
     big = [c for c in chunks if c.file == 0]
     assert len(big) == 16 and len({c.length for c in big[:-1]}) == 1
     assert big[-1].offset + big[-1].length == 100 * gib + 5
@@ -63,9 +64,9 @@ def test_ranges_share_the_bytes_across_files_and_fuse_files_are_one_stream() -> 
     mib = 1 << 20
     # 512 MiB + 4 x 128 MiB: 16 workers get ~64 MiB each; on FUSE each file is read whole.
     local = [FileEntry("/m/big", 512 * mib)] + [FileEntry(f"/m/{i}", 128 * mib) for i in range(4)]
-    assert len(pw.plan_chunks(local, 16, 32 * mib)) == 16
+    assert len(rd.plan_chunks(local, 16, 32 * mib)) == 16
     fuse = [FileEntry(f.path, f.size, True) for f in local]
-    assert pw.plan_chunks(fuse, 16, 1) == [Chunk(i, 0, f.size) for i, f in enumerate(fuse)]
+    assert rd.plan_chunks(fuse, 16, 1) == [Chunk(i, 0, f.size) for i, f in enumerate(fuse)]
 
 
 def test_fuse_devices_reads_mountinfo(tmp_path: Path) -> None:
@@ -230,3 +231,30 @@ def test_warm_in_process_on_missing_dir_reports_and_returns_0(
     assert m and m.group(1) == "0" and m.group(2) == "n/a(folder-missing)" and m.group(5) == "false"
     assert lines[:-1] == ["modelcache-prewarm: 1 of 1 model folders missing"]
     assert log.read_text().splitlines() == lines
+
+
+def test_chunks_cover_only_the_data_extents() -> None:
+    mib = 1 << 20
+    extents = ((0, 4 * mib), (100 * mib, 64 * mib))
+    files = [FileEntry("/m/sparse.bin", 1 << 40, False, extents)]
+    chunks = rd.plan_chunks(files, 4, 8 * mib)
+    assert sum(c.length for c in chunks) == 68 * mib
+    for c in chunks:
+        assert any(start <= c.offset and c.offset + c.length <= start + n for start, n in extents)
+    assert rd.plan_chunks([FileEntry("/m/empty.bin", 1 << 40, False, ())], 4, mib) == []
+
+
+def test_data_extents_of_a_real_sparse_file(tmp_path: Path) -> None:
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.truncate(1 << 30)
+        f.seek(512 << 20)
+        f.write(b"x" * 10)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        extents = pf.data_extents(fd, 1 << 30)
+    finally:
+        os.close(fd)
+    assert extents is not None and len(extents) == 1
+    start, length = extents[0]
+    assert start <= 512 << 20 < start + length and length <= 1 << 20
