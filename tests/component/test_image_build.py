@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from modelcache_operator.prewarm.prewarm import SIBLINGS
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -87,14 +89,15 @@ def test_the_wheel_is_what_runs(image_venv: Path, tmp_path: Path) -> None:
 
 
 def test_prewarm_tools_ship_world_readable(image_venv: Path, tmp_path: Path) -> None:
-    """The init container copies both tools into pods that run as arbitrary UIDs."""
+    """The init container copies the tools (prewarm.py, its modules, prewarm.sh) into pods that run as
+    arbitrary UIDs."""
     tools = tmp_path / "tools"
     tools.mkdir()
     result = run_tool(image_venv, "modelcache-prewarm", "install", str(tools), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert {p.name for p in tools.iterdir()} == {"prewarm.py", "prewarm.sh"}
-    installed = list(image_venv.glob("lib/python*/site-packages/modelcache_operator/prewarm/prewarm.*"))
-    assert {p.name for p in installed} == {"prewarm.py", "prewarm.sh"}
+    assert {p.name for p in tools.iterdir()} == {"prewarm.py", "prewarm.sh", *SIBLINGS}
+    installed = list(image_venv.glob("lib/python*/site-packages/modelcache_operator/prewarm/prewarm[._]*"))
+    assert {p.name for p in installed} == {"prewarm.py", "prewarm.sh", *SIBLINGS}
     for path in installed:
         assert path.stat().st_mode & stat.S_IROTH, f"{path} is not world-readable"
 

@@ -6,16 +6,27 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from modelcache_operator.prewarm import prewarm as pw
-from tests.prewarm_support import CANARY, env_with_path, make_evil_tree, sh_only_path
+from tests.prewarm_support import (
+    CANARY,
+    env_with_path,
+    make_evil_tree,
+    make_junk_folder,
+    memory_cgroup,
+    sh_only_path,
+    wait_until_gone,
+)
 from tests.residency import evict, files_under, resident_fraction, write_file
 from tests.slowfs import s3fs_mount, slow_http
 
@@ -24,7 +35,8 @@ FALLBACK = PROGRAM.with_name("prewarm.sh")
 MiB = 1 << 20
 SUMMARY = re.compile(
     r"^modelcache-prewarm: files=(?P<files>\d+) bytes=(?P<bytes>\S+) warmed=(?P<warmed>\S+) "
-    r"in (?P<secs>\d+\.\d)s \(\S+/s\) resident=(?P<resident>\d+\.\d%|unknown) "
+    r"in (?P<secs>\d+\.\d)s \(\S+/s\) resident=(?P<resident>\d+\.\d%|n/a\([a-z-]+\)) "
+    r"budget=(?P<budget>none|\S+\((?:cgroup|node)\)) over_budget=(?P<over_budget>\S+) "
     r"skipped=(?P<skipped>\d+) errors=(?P<errors>\d+) timeout=(?P<timeout>true|false)$",
     re.M,
 )
@@ -64,7 +76,8 @@ def run_sh(tmp_path: Path, *args: str, cwd: Path | None = None, timeout: float =
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip().splitlines()[-1]
     assert re.fullmatch(
-        r"modelcache-prewarm: mode=sh files=(\d+|\?) in \d+s errors=\d+ timeout=(true|false)", line
+        r"modelcache-prewarm: mode=sh files=(\d+|\?) in \d+s resident=n/a\([\w,-]+\) sparse=\d+ errors=\d+ "
+        r"timeout=(true|false)", line
     ), line
     return line, elapsed
 
@@ -259,35 +272,185 @@ def test_wait_times_out_with_exit_1(tmp_path: Path) -> None:
     assert "no manifest" in proc.stdout
 
 
-def test_serving_user_who_does_not_own_the_files_still_warms_them() -> None:
-    """Linux answers mincore truthfully only to a file's owner (or CAP_FOWNER): to anyone else every page
-    looks resident. The downloader writes as 65532; a server running as another user must still warm."""
-    import shutil
-    import tempfile
-
-    shared = Path(tempfile.mkdtemp(prefix="prewarm-owner-", dir="/tmp"))
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder other users can read, with prewarm installed in tools/ (pytest's tmp dirs are 0700)."""
+    shared = Path(tempfile.mkdtemp(prefix="prewarm-shared-", dir="/tmp"))
     try:
         shared.chmod(0o755)
-        program = shared / "prewarm.py"
-        shutil.copy(PROGRAM, program)
-        program.chmod(0o755)
-        model = shared / "model"
-        model.mkdir(mode=0o755)
-        shard = model / "model.safetensors"
-        write_file(shard, 16 * MiB)
-        os.chown(shard, 65532, 65532)
-        shard.chmod(0o644)
-        evict([shard])
-        assert resident_fraction([shard]) < 0.05
-        proc = subprocess.run(
-            ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "/usr/bin/python3", "-I", "-S",
-             str(program), "warm", "--dir", str(model)],
-            capture_output=True, text=True, timeout=60, cwd="/")
-        assert proc.returncode == 0, proc.stderr
-        m = SUMMARY.search(proc.stdout)
-        assert m, proc.stdout
-        assert size_of(m["warmed"]) == 16 * MiB
-        assert m["resident"] == "unknown"  # it cannot know, and says so rather than claiming 100%
-        assert resident_fraction([shard]) > WARM  # measured by root, who gets the truth
+        subprocess.run([sys.executable, str(PROGRAM), "install", str(shared / "tools")], check=True,
+                       capture_output=True, timeout=60)
+        (shared / "tools").chmod(0o755)
+        yield shared
     finally:
         shutil.rmtree(shared)
+
+
+def test_serving_user_who_does_not_own_the_files_still_warms_them(shared_dir: Path) -> None:
+    """Linux answers mincore truthfully only to a file's owner (or CAP_FOWNER): to anyone else every page
+    looks resident. The downloader writes as 65532; a server running as another user must still warm."""
+    model = shared_dir / "model"
+    model.mkdir(mode=0o755)
+    shard = model / "model.safetensors"
+    write_file(shard, 16 * MiB)
+    os.chown(shard, 65532, 65532)
+    shard.chmod(0o644)
+    evict([shard])
+    assert resident_fraction([shard]) < 0.05
+    proc = subprocess.run(
+        ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "/usr/bin/python3", "-I", "-S",
+         str(shared_dir / "tools" / "prewarm.py"), "warm", "--dir", str(model)],
+        capture_output=True, text=True, timeout=60, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    m = SUMMARY.search(proc.stdout)
+    assert m, proc.stdout
+    assert size_of(m["warmed"]) == 16 * MiB
+    assert m["resident"] == "n/a(unmeasurable)"  # it cannot know, and says so rather than claiming 100%
+    assert resident_fraction([shard]) > WARM  # measured by root, who gets the truth
+
+
+@pytest.fixture
+def junk_model(tmp_path: Path) -> tuple[Path, list[Path], Path]:
+    """Two 32 MiB weight shards among junk (tests/prewarm_support.make_junk_folder) and a 64 MiB
+    log file; the manifest lists the shards, the junk and the log (a manifest cannot be trusted
+    to list only data). Returns (root, shards, log)."""
+    root = tmp_path / "junk-model"
+    (root / ".modelcache").mkdir(parents=True)
+    shards = [root / f"model-0000{i}-of-00002.safetensors" for i in range(2)]
+    for i, p in enumerate(shards):
+        write_file(p, 32 * MiB, seed=i)
+    log = root / "train.log"
+    write_file(log, 64 * MiB, seed=9)
+    junk = make_junk_folder(root)
+    listed = [log, *junk, *shards]  # weights last on purpose: prewarm puts them first
+    manifest = {"files": [{"path": p.name} for p in listed]}
+    (root / ".modelcache" / "manifest.json").write_text(json.dumps(manifest))
+    return root, shards, log
+
+
+@pytest.mark.parametrize("with_manifest", [True, False], ids=["manifest", "walk"])
+def test_sparse_fifo_and_junk_leave_the_weights_fully_resident(
+    junk_model: tuple[Path, list[Path], Path], with_manifest: bool
+) -> None:
+    root, shards, log = junk_model
+    if not with_manifest:
+        (root / ".modelcache" / "manifest.json").unlink()
+    cold([*shards, log])
+    m, _ = run_python("--dir", str(root), "--timeout", "60", timeout=90)
+    assert resident_fraction(shards) == 1.0
+    assert m["timeout"] == "false" and m["errors"] == "0"
+    # Only real data was read: the shards and the log, not one byte of the 2 TiB of holes.
+    assert size_of(m["warmed"]) == 128 * MiB
+    assert size_of(m["bytes"]) == 128 * MiB
+    # FIFO, device, dangling link and the link out of the folder; the manifest also names the
+    # directory loop (the walk never follows it).
+    assert m["skipped"] == ("5" if with_manifest else "4")
+
+
+def test_sh_fallback_skips_the_sparse_file_and_the_fifo(junk_model: tuple[Path, list[Path], Path],
+                                                        tmp_path: Path) -> None:
+    root, shards, _ = junk_model
+    cold(shards)
+    line, _ = run_sh(tmp_path, "--dir", str(root), "--timeout", "60", timeout=90)
+    assert "timeout=false" in line and "sparse=1 " in line and "errors=0" in line
+    assert resident_fraction(shards) > 0.8  # it cannot re-check; reclaim may take a little back
+
+
+def test_a_missing_folder_is_reported_as_such(tmp_path: Path) -> None:
+    m, _ = run_python("--dir", str(tmp_path / "absent"))
+    assert m["resident"] == "n/a(folder-missing)" and m["files"] == "0"
+    empty = tmp_path / "empty"
+    (empty / ".modelcache").mkdir(parents=True)
+    (empty / ".modelcache" / "manifest.json").write_text(json.dumps({"files": []}))
+    m, _ = run_python("--dir", str(empty))
+    assert m["resident"] == "n/a(no-files)"
+    line, _ = run_sh(tmp_path, "--dir", str(tmp_path / "absent"))
+    assert "files=0 " in line and "resident=n/a(folder-missing)" in line
+
+
+def test_unreadable_files_are_reported_as_such(shared_dir: Path) -> None:
+    root = shared_dir / "locked"
+    root.mkdir(mode=0o755)
+    shard = root / "model.safetensors"
+    write_file(shard, MiB)
+    shard.chmod(0)
+    proc = subprocess.run(
+        ["setpriv", "--reuid", "1000", "--regid", "1000", "--clear-groups", "/usr/bin/python3", "-I", "-S",
+         str(shared_dir / "tools" / "prewarm.py"), "warm", "--dir", str(root)],
+        capture_output=True, text=True, timeout=60, cwd="/")
+    m = SUMMARY.search(proc.stdout)
+    assert m, proc.stdout + proc.stderr
+    assert m["resident"] == "n/a(unreadable)" and m["skipped"] == "1"
+
+
+def test_python_leaves_no_reader_after_its_timeout(hung_mount: Path) -> None:
+    m, _ = run_python("--dir", str(hung_mount), "--timeout", "3", timeout=60)
+    assert m["timeout"] == "true"
+    assert wait_until_gone(hung_mount) == []
+
+
+def test_sh_leaves_no_reader_after_its_timeout(hung_mount: Path, tmp_path: Path) -> None:
+    line, _ = run_sh(tmp_path, "--dir", str(hung_mount), "--timeout", "3", timeout=60)
+    assert "timeout=true" in line
+    assert wait_until_gone(hung_mount) == []
+
+
+def test_a_killed_python_hook_leaves_no_reader(hung_mount: Path) -> None:
+    """The hook's outer guard (`timeout -s KILL`) kills prewarm.py itself: its reader dies with it."""
+    proc = subprocess.Popen([sys.executable, str(PROGRAM), "warm", "--dir", str(hung_mount), "--timeout", "60"],
+                            stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not any(p.startswith(str(hung_mount)) for p in _open_files(proc.pid)):
+        assert time.monotonic() < deadline, "prewarm never opened a file on the mount"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert wait_until_gone(hung_mount) == []
+
+
+def test_under_a_memory_limit_below_the_model_it_warms_within_budget(tmp_path: Path) -> None:
+    """Page cache is charged to the reader's cgroup: reading a 256 MiB model inside 192 MiB would make
+    the kernel evict the first shards to fit the last. Prewarm stops at its budget instead."""
+    root = tmp_path / "model"
+    (root / ".modelcache").mkdir(parents=True)
+    shards = [root / f"model-0000{i}-of-00004.safetensors" for i in range(4)]
+    for i, p in enumerate(shards):
+        write_file(p, 64 * MiB, seed=i)
+    (root / ".modelcache" / "manifest.json").write_text(json.dumps({"files": [{"path": p.name} for p in shards]}))
+    cold(shards)
+    with memory_cgroup(192 * MiB) as (_, procs):
+        proc = subprocess.run(
+            ["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, sys.executable, str(PROGRAM), "warm",
+             "--dir", str(root), "--memory-headroom", str(16 * MiB)],
+            capture_output=True, text=True, timeout=120, env=env_with_path(os.environ["PATH"]))
+    assert proc.returncode == 0, proc.stderr
+    m = SUMMARY.search(proc.stdout)
+    assert m, proc.stdout
+    budget = m["budget"]
+    assert budget.endswith("(cgroup)"), proc.stdout
+    assert size_of(m["warmed"]) <= size_of(budget.removesuffix("(cgroup)"))
+    assert size_of(m["over_budget"]) >= 64 * MiB and "over budget:" in proc.stdout
+    per_shard = [resident_fraction([p]) for p in shards]
+    resident_bytes = sum(f * 64 * MiB for f in per_shard)
+    assert resident_bytes <= size_of(budget.removesuffix("(cgroup)")), per_shard
+    # The first-priority shards stay resident: nothing read later pushed them out.
+    assert per_shard[0] > WARM and per_shard[1] > WARM, per_shard
+    assert per_shard[3] < 0.05, per_shard
+
+
+def test_the_summary_reaches_the_container_log_and_a_dead_pipe_never_blocks(tmp_path: Path) -> None:
+    """--container-log is PID 1's stdout in a pod (a pipe to the runtime, read by `kubectl logs`)."""
+    root = tmp_path / "m"
+    root.mkdir()
+    write_file(root / "a.safetensors", MiB)
+    pipe = tmp_path / "stdout-of-pid-1"
+    os.mkfifo(pipe)
+    runtime_end = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)  # the reading end, open before the hook runs
+    try:
+        m, _ = run_python("--dir", str(root), "--container-log", str(pipe))
+        assert os.read(runtime_end, 65536).decode() == m.group(0) + "\n"
+    finally:
+        os.close(runtime_end)
+    # Nobody reading (the runtime gone): the write fails at once instead of hanging the hook.
+    m, elapsed = run_python("--dir", str(root), "--container-log", str(pipe), "--timeout", "30")
+    assert m["timeout"] == "false" and elapsed < 10

@@ -21,7 +21,7 @@ def test_poststart_command_passes_paths_only_as_arguments() -> None:
     dirs = ["/models/$(reboot)", "/models/`id`;x"]
     cmd = hook.poststart_command("/tools'", dirs, 8, 300, "/tools/log")
     assert cmd[:4] == ["/bin/sh", "-c", hook.POSTSTART_SCRIPT, "modelcache-prewarm"]
-    assert cmd[4:] == ["/tools'", "8", "300", "/tools/log", *dirs]
+    assert cmd[4:] == ["/tools'", "8", "300", "/tools/log", "/proc/1/fd/1", *dirs]
     assert "reboot" not in cmd[2] and "/tools" not in cmd[2]
 
 
@@ -65,7 +65,10 @@ def test_poststart_hook_with_hostile_names(tmp_path: Path, tools: Path, with_pyt
     cwd.mkdir()
     log = tmp_path / "prewarm.log"
     path = _python_path(tmp_path) if with_python else sh_only_path(tmp_path / "shbin")
-    cmd = hook.poststart_command(str(tools), [str(model), str(tmp_path / "absent")], 4, 20, str(log))
+    container_log = tmp_path / "container.log"  # stands in for /proc/1/fd/1, which always exists
+    container_log.touch()
+    cmd = hook.poststart_command(str(tools), [str(model), str(tmp_path / "absent")], 4, 20, str(log),
+                                 container_log=str(container_log))
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=cwd, env=env_with_path(path), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -73,6 +76,7 @@ def test_poststart_hook_with_hostile_names(tmp_path: Path, tools: Path, with_pyt
     assert not (cwd / CANARY).exists() and not (model / CANARY).exists()
     line = log.read_text().strip().splitlines()[-1]
     assert line in proc.stdout
+    assert container_log.read_text() == line + "\n"  # only the summary reaches the container's log
     if with_python:
         assert f"files={len(EVIL_NAMES)} " in line and "errors=0" in line and "mode=sh" not in line
     else:
@@ -81,7 +85,8 @@ def test_poststart_hook_with_hostile_names(tmp_path: Path, tools: Path, with_pyt
 
 
 def test_poststart_hook_exits_0_when_tools_are_missing(tmp_path: Path) -> None:
-    cmd = hook.poststart_command(str(tmp_path / "no-tools"), [str(tmp_path)], 4, 5, str(tmp_path / "log"))
+    cmd = hook.poststart_command(str(tmp_path / "no-tools"), [str(tmp_path)], 4, 5, str(tmp_path / "log"),
+                                 container_log="")
     proc = subprocess.run(cmd, env=env_with_path(_python_path(tmp_path)), capture_output=True, timeout=30)
     assert proc.returncode == 0
 

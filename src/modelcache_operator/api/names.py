@@ -39,6 +39,8 @@ ANN_PINNED: Final = f"{GROUP}/pinned-revisions"
 ANN_FOLDERS: Final = f"{GROUP}/folders"
 ANN_DOWNLOADS: Final = f"{GROUP}/downloads"
 ANN_INJECTED: Final = f"{GROUP}/injected"
+# Containers that get no prewarm hook because their engine reads the cache itself: {"container": "reason"}.
+ANN_PREWARM_SKIPPED: Final = f"{GROUP}/prewarm-skipped"
 
 # Set by the operator on a ModelDownload it removes, with its folder: ttl or quota.
 ANN_REMOVAL: Final = f"{GROUP}/removal"

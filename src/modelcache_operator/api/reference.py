@@ -34,6 +34,13 @@ NOTES: dict[str, list[str]] = {
         "A ModelCache that brings its own `tokenSecretRef` gets a folder private to its namespace instead of "
         "the shared one.",
         "- **Files are removed only by `retention`.** Deleting a ModelCache never deletes files.",
+        "- **ossfs2 options of served volumes** (seed 001) are the admin's `otherOpts` followed by what the "
+        "operator derives for each cache, and an option the admin set is never derived: `-o prefetch_chunks=-1` "
+        "for a GGUF cache (the repo is named `*-GGUF`, or its `allowPatterns` select only `.gguf` weights; about "
+        "1.5 GiB of node memory per open file, warned at pod admission), and `-o memory_data_cache_size="
+        "<ossfs2.memoryDataCacheSize>` for a cache with `spec.serving.tensorParallelSize` > 1, only where the "
+        "admin set that size. A PersistentVolume's source is immutable, so both are fixed when the cache is "
+        "created.",
     ],
     "ModelCache": [
         "The operator resolves the store, records the download in a ModelDownload (one per folder, shared "

@@ -54,7 +54,13 @@ class Ossfs2Backend(ApiModel):
                                   "secret); its key field is ignored.")
     otherOpts: str | None = Field(
         default=None, max_length=1024, pattern=r"^[^;&|`$\n]*$",
-        description="Extra ossfs 2.0 mount options, for example '-o memory_data_cache_size=16g'.")
+        description="Extra ossfs 2.0 mount options, for example '-o memory_data_cache_size=16g'. They always win "
+                    "over the options the operator derives for served volumes.")
+    memoryDataCacheSize: str | None = Field(
+        default=None, max_length=16, pattern=r"^[1-9][0-9]*[kKmMgG]?$",
+        description="memory_data_cache_size given to the served volumes of caches with "
+                    "spec.serving.tensorParallelSize > 1, so tensor-parallel ranks on a node share one in-memory "
+                    "copy (ossfs 2.0 syntax, e.g. 16g). Unset: not derived.")
 
 
 class NfsBackend(ApiModel):

@@ -171,6 +171,13 @@ class Serving(ApiModel):
     mountPath: str | None = Field(default=None, pattern=ABSOLUTE_PATH_PATTERN, max_length=512,
                                   description="Where injected pods see the model; /models/<name> when unset.",
                                   json_schema_extra={"x-kubernetes-validations": [NO_DOTDOT_RULE]})
+    tensorParallelSize: int | None = Field(
+        default=None, ge=1, le=512,
+        description="Tensor-parallel ranks of the pods serving this cache. With an ossfs2 store and more than one, "
+                    "the served volume gets -o memory_data_cache_size (where the store sets "
+                    "ossfs2.memoryDataCacheSize). Immutable: a served volume's options cannot change.",
+        json_schema_extra={"x-kubernetes-validations": [
+            {"rule": "self == oldSelf", "message": "spec.serving.tensorParallelSize is immutable"}]})
     notReadyPolicy: Literal["wait", "deny", "ignore"] = Field(
         default="wait", description="What admission does with a pod while the cache is not Ready: wait (an "
                                     "init container waits for the manifest), deny, or ignore (no injection).")

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..api import v1alpha2 as api
 from . import naming
+from .ossfs_options import ServingHints, ossfs_options
 
 OSSFS_DRIVER = "ossplugin.csi.alibabacloud.com"
 EFS_DRIVER = "efs.csi.aws.com"
@@ -27,12 +28,13 @@ def _join(root: str, relative: str) -> str:
 
 
 def _volume_source(store: api.ModelStoreSpec, relative: str, pv_name: str, read_only: bool,
-                   operator_namespace: str) -> dict[str, Any]:
+                   operator_namespace: str, *, hints: ServingHints | None) -> dict[str, Any]:
     if store.ossfs2:
         oss = store.ossfs2
         attributes = {"fuseType": "ossfs2", "bucket": oss.bucket, "path": _join(oss.path, relative), "url": oss.url}
-        if oss.otherOpts:
-            attributes["otherOpts"] = oss.otherOpts
+        opts = oss.otherOpts if hints is None else ossfs_options(oss.otherOpts, hints, oss.memoryDataCacheSize).text
+        if opts:
+            attributes["otherOpts"] = opts
         csi: dict[str, Any] = {"driver": OSSFS_DRIVER, "volumeHandle": pv_name, "volumeAttributes": attributes,
                                "readOnly": read_only}
         if oss.authType == "rrsa":
@@ -61,8 +63,9 @@ def access_mode(read_only: bool) -> str:
 
 def persistent_volume(name: str, store: api.ModelStoreSpec, relative: str, *, read_only: bool,
                       claim: tuple[str, str], labels: dict[str, str], operator_namespace: str,
-                      owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """A static PV on `relative` below the store root, pre-bound to `claim` (namespace, name)."""
+                      owners: list[dict[str, Any]] | None = None, hints: ServingHints | None = None) -> dict[str, Any]:
+    """A static PV on `relative` below the store root, pre-bound to `claim` (namespace, name). A served
+    volume passes its hints: on ossfs2 they add format- and TP-aware options (builders/ossfs_options.py)."""
     pv_spec: dict[str, Any] = {
         "capacity": {"storage": store.capacity},
         "accessModes": [access_mode(read_only)],
@@ -72,7 +75,7 @@ def persistent_volume(name: str, store: api.ModelStoreSpec, relative: str, *, re
         "storageClassName": "",
         "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": claim[0],
                      "name": claim[1]},
-        **_volume_source(store, relative, name, read_only, operator_namespace),
+        **_volume_source(store, relative, name, read_only, operator_namespace, hints=hints),
     }
     if store.nfs and store.nfs.mountOptions:
         pv_spec["mountOptions"] = list(store.nfs.mountOptions)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from ..api import v1alpha2 as api
 from ..api.names import ANNOTATION_RETRY, FINALIZER
-from ..builders import layout, naming, storage, tenancy
+from ..builders import layout, naming, ossfs_options, storage, tenancy
 from ..builders.cache_status import CacheObservation, cache_status
 from . import metrics
 from .converge import Converger, ObjectKey, now_rfc3339, object_key, validation_message
@@ -62,7 +62,8 @@ class CacheReconciler(Converger):
             return self._write(body, CacheObservation(generation, model=model, store=choice.name, store_problem=(
                 unusable[0], f'ModelStore "{choice.name}" cannot be used: {unusable[1]}')))
         place = layout.placement(spec, choice.store, namespace)
-        pvc_name, pv_name = self._serving_claim(body, choice.name, store_entry, place)
+        pvc_name, pv_name = self._serving_claim(body, choice.name, store_entry, place,
+                                                ossfs_options.served_hints(spec))
         ref = self._download(body, spec, choice.name, place, view)
         return self._write(body, CacheObservation(
             generation, model=model, store=choice.name, placement=place, pv_name=pv_name, pvc_name=pvc_name,
@@ -72,7 +73,7 @@ class CacheReconciler(Converger):
     # ----- children -----
 
     def _serving_claim(self, body: dict[str, Any], store_name: str, store: StoreEntry,
-                       place: layout.Placement) -> tuple[str, str | None]:
+                       place: layout.Placement, hints: ossfs_options.ServingHints) -> tuple[str, str | None]:
         """(claim, PV) pods mount read-only. A storageClass store's is the namespace's one volume instead."""
         meta = body["metadata"]
         namespace, name, key = meta["namespace"], meta["name"], object_key(body)
@@ -88,7 +89,8 @@ class CacheReconciler(Converger):
         pv, pvc = naming.pv_name(namespace, name), naming.pvc_name(name)
         self.apply(key, storage.persistent_volume(
             pv, store.spec, place.serving_root, read_only=True, claim=(namespace, pvc), labels=labels,
-            operator_namespace=self.config.operator_namespace))
+            operator_namespace=self.config.operator_namespace,
+            hints=hints))
         self.apply(key, storage.persistent_volume_claim(
             pvc, namespace, store.spec, read_only=True, volume_name=pv, labels=labels,
             owners=[naming.owner_reference(body)]))

@@ -87,6 +87,7 @@ from ..api.names import (
     ANN_NOT_READY_POLICY,
     ANN_PINNED,
     ANN_PREWARM,
+    ANN_PREWARM_SKIPPED,
     LABEL_INJECT,
 )
 from ..builders.pins import downloads_annotation
@@ -100,7 +101,7 @@ from .commands import (
     default_wait_command,
     default_warm_command,
 )
-from .engines import engine_warnings
+from .engines import StoreLookup, container_policy, engine_warnings, no_stores
 from .memory import GIB, memory_warnings
 from .pinning import CacheView, Pin, already_injected, cache_name_errors, resolve
 from .pod_shape import (
@@ -139,6 +140,8 @@ class InjectionSettings:
     wait_command: WaitCommand = default_wait_command
     install_command: InstallCommand = default_install_command
     warm_command: WarmCommand = default_warm_command
+    # ModelStore name -> spec, for the filesystem under each cache (engines.container_policy).
+    store_lookup: StoreLookup = no_stores
 
 
 @dataclass(frozen=True)
@@ -235,10 +238,14 @@ def mutate_pod(
     plan = _plan(pins, pod_prewarm_off or not targets, mutation, settings)
     mutation.init_containers(_init_containers(plan, mutation, targets))
     env = _env(names, plan.pins, warnings)
+    skipped: dict[str, str] = {}
     for index in targets:
-        _edit_target(plan, mutation, index, env)
+        reason = _edit_target(plan, mutation, index, env)
+        if reason:
+            skipped[str(mutation.containers[index].get("name"))] = reason
     mutation.annotations(
         {
+            **({ANN_PREWARM_SKIPPED: json.dumps(skipped, sort_keys=True)} if skipped else {}),
             ANN_PINNED: json.dumps({p.name: p.revision for p in plan.pins}, sort_keys=True),
             ANN_FOLDERS: json.dumps({p.name: p.path for p in plan.pins}, sort_keys=True),
             ANN_DOWNLOADS: downloads_annotation({p.name: p.download for p in plan.pins if p.download}),
@@ -370,10 +377,13 @@ def _env(names: list[str], pins: list[Pin], warnings: list[str]) -> list[tuple[s
     return env
 
 
-def _edit_target(plan: _Plan, mutation: PodMutation, index: int, env: list[tuple[str, str]]) -> None:
-    """Mounts, env, the postStart hook and the warnings of one target container."""
+def _edit_target(plan: _Plan, mutation: PodMutation, index: int, env: list[tuple[str, str]]) -> str | None:
+    """Mounts, env, the postStart hook and the warnings of one target container; returns why the hook was
+    skipped for it (its engine reads the cache itself), if it was."""
     s = plan.settings
     container = mutation.containers[index]
+    policy = container_policy(container, [*plan.post, *plan.warm_init], s.store_lookup, hook_on=bool(plan.post))
+    mutation.warnings.extend(policy.warnings)
     mounts = [
         (p.mount(), f'set spec.serving.mountPath on ModelCache "{p.name}" or remove that mount') for p in plan.pins
     ]
@@ -383,7 +393,7 @@ def _edit_target(plan: _Plan, mutation: PodMutation, index: int, env: list[tuple
         mounts.append((log_mount, "remove that mount or change the operator's prewarm log directory"))
     mutation.mounts(index, mounts)
     mutation.env(index, env)
-    if plan.post:
+    if plan.post and policy.skip_reason is None:
         ours = s.poststart_command(
             tools_dir=s.tools_dir,
             model_dirs=[p.mount_path for p in plan.post],
@@ -403,3 +413,4 @@ def _edit_target(plan: _Plan, mutation: PodMutation, index: int, env: list[tuple
             memory_warnings(container, sizes, s.memory_overhead_min_bytes, s.memory_overhead_fraction)
         )
     mutation.warnings.extend(engine_warnings(container, prewarm_on=bool(prewarmed)))
+    return policy.skip_reason
