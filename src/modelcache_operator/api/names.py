@@ -39,6 +39,11 @@ ANN_PINNED: Final = f"{GROUP}/pinned-revisions"
 ANN_FOLDERS: Final = f"{GROUP}/folders"
 ANN_DOWNLOADS: Final = f"{GROUP}/downloads"
 ANN_INJECTED: Final = f"{GROUP}/injected"
+# The webhook gates a pod per not-Ready cache with a scheduling gate named GATE_PREFIX + <cache> (hashed when
+# long); the operator removes those, and only those, and writes why a gate stays to ANN_GATE_STATUS
+# ({cache: "<Reason>: <message>"}).
+GATE_PREFIX: Final = f"{GROUP}/cache-"
+ANN_GATE_STATUS: Final = f"{GROUP}/gate-status"
 
 # Set by the operator on a ModelDownload it removes, with its folder: ttl or quota.
 ANN_REMOVAL: Final = f"{GROUP}/removal"

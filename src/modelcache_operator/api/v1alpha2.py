@@ -171,9 +171,12 @@ class Serving(ApiModel):
     mountPath: str | None = Field(default=None, pattern=ABSOLUTE_PATH_PATTERN, max_length=512,
                                   description="Where injected pods see the model; /models/<name> when unset.",
                                   json_schema_extra={"x-kubernetes-validations": [NO_DOTDOT_RULE]})
-    notReadyPolicy: Literal["wait", "deny", "ignore"] = Field(
-        default="wait", description="What admission does with a pod while the cache is not Ready: wait (an "
-                                    "init container waits for the manifest), deny, or ignore (no injection).")
+    notReadyPolicy: Literal["gate", "wait", "deny", "ignore"] = Field(
+        default="gate", description="What admission does with a pod while the cache is not Ready: gate (the "
+                                    "pod gets a scheduling gate per such cache, so it holds no node or GPU, "
+                                    "and the operator removes it once that revision is published), wait (the "
+                                    "pod is scheduled and an init container waits for the manifest), deny, "
+                                    "or ignore (no injection).")
 
 
 def _repo_of(obj: str) -> str:

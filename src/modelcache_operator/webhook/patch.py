@@ -7,7 +7,7 @@ memory.py and the injected commands in commands.py; this module decides what goe
 
 Opt-in: label ``modelcache.dev/inject: "true"`` and annotation ``modelcache.dev/caches: "a,b"`` (the first
 name is the primary cache). Optional annotations: ``modelcache.dev/containers`` (target containers),
-``modelcache.dev/not-ready-policy`` (wait|deny|ignore, overrides ``spec.serving.notReadyPolicy``) and
+``modelcache.dev/not-ready-policy`` (gate|wait|deny|ignore, overrides ``spec.serving.notReadyPolicy``) and
 ``modelcache.dev/prewarm`` (off|on).
 
 Decisions (the "why" behind behaviour that the contract left open):
@@ -16,14 +16,20 @@ Decisions (the "why" behind behaviour that the contract left open):
   ``status.pvcName`` set) pins it, mounted with subPath ``status.revisionPath``, whatever the phase unless
   Deleting: during a revision change the phase is Downloading, Verifying or Failed, and new pods get the
   complete old revision. Only when nothing was ever published does ``notReadyPolicy`` apply. Under
-  ``wait`` the pod pins ``status.download.resolvedRevision`` (only when that report is for the revision the
-  spec asks for) in ``status.pendingRevisionPath``; a spec revision that already is a 40-hex commit sha is
-  pinned when the pending folder is that commit's. Without a pending folder the pod is denied for now.
+  ``gate`` (the default) and ``wait`` the pod pins ``status.download.resolvedRevision`` (only when that
+  report is for the revision the spec asks for) in ``status.pendingRevisionPath``; a spec revision that
+  already is a 40-hex commit sha is pinned when the pending folder is that commit's. Folders are
+  ``<download folder>/<commit>``, so the pinned folder is the one the download will publish. Without a
+  pending folder the pod is denied for now (its controller retries; resolving takes the Job seconds).
+- **Gates.** Under ``gate`` the pod gets one scheduling gate ``modelcache.dev/cache-<name>`` per such
+  cache and mounts the pending folder with subPath directly (no wait container: the gate comes off only
+  once that folder is published, see builders/gates.py). The scheduler never sees a gated pod, so it holds
+  no node and no GPU while the model downloads.
 - **Namespaces.** Caches are looked up in the pod's namespace only: an entry of the caches annotation with
   a "/" or that is not a DNS subdomain name denies the pod.
-- **Missing caches** are denied under wait/deny (nothing to mount, and a typo should be loud) and skipped
+- **Missing caches** are denied under gate/wait/deny (nothing to mount, and a typo should be loud) and skipped
   with a warning under ignore. Only the pod annotation can say ignore for a missing cache.
-- **Failed or Deleting caches with nothing to serve are denied under wait**: an init container would wait
+- **Failed or Deleting caches with nothing to serve are denied under gate and wait**: the pod would wait
   for a manifest that is not coming.
 - **Invalid annotation values and unknown container names deny the pod.** Warnings on controller-created
   pods reach only the controller's log, while a denial shows up as a FailedCreate event on the owner.
@@ -89,6 +95,7 @@ from ..api.names import (
     ANN_PREWARM,
     LABEL_INJECT,
 )
+from ..builders.gates import gate_name
 from ..builders.pins import downloads_annotation
 from .commands import (
     InstallCommand,
@@ -120,7 +127,7 @@ TOOLS_INIT = "modelcache-tools"
 PREWARM_INIT = "modelcache-prewarm"
 WAIT_INIT_PREFIX = "modelcache-wait-"
 
-NOT_READY_POLICIES = ("wait", "deny", "ignore")
+NOT_READY_POLICIES = ("gate", "wait", "deny", "ignore")
 PREWARM_VALUES = ("off", "on")
 HF_ENV = (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1"))
 
@@ -234,6 +241,7 @@ def mutate_pod(
     # Without a target container nothing would read what is warmed.
     plan = _plan(pins, pod_prewarm_off or not targets, mutation, settings)
     mutation.init_containers(_init_containers(plan, mutation, targets))
+    mutation.scheduling_gates([gate_name(p.name) for p in plan.pins if p.gate])
     env = _env(names, plan.pins, warnings)
     for index in targets:
         _edit_target(plan, mutation, index, env)
