@@ -33,6 +33,8 @@ ANN_CACHES: Final = f"{GROUP}/caches"
 ANN_CONTAINERS: Final = f"{GROUP}/containers"
 ANN_NOT_READY_POLICY: Final = f"{GROUP}/not-ready-policy"
 ANN_PREWARM: Final = f"{GROUP}/prewarm"
+ANN_COMPILE_CACHE: Final = f"{GROUP}/compile-cache"  # "off" opts a pod out of its store's compile cache
+ANN_ENGINE: Final = f"{GROUP}/engine"  # "<vllm|sglang>:<version>" for an image whose name does not say
 # ... and by the webhook on them: the revision, its folder inside the claim, and the ModelDownload
 # ("<namespace>/<name>") each cache was pinned to. Garbage collection keys on the downloads.
 ANN_PINNED: Final = f"{GROUP}/pinned-revisions"

@@ -26,6 +26,7 @@ from .common import (
 from .names import API_VERSION, GROUP, VERSION
 from .store import (
     STORAGE_BACKENDS,
+    CompileCache,
     EfsBackend,
     HostPathBackend,
     HubCredentials,
@@ -52,6 +53,7 @@ __all__ = [
     "STORAGE_BACKENDS",
     "VERSION",
     "ApiModel",
+    "CompileCache",
     "Condition",
     "EfsBackend",
     "HostPathBackend",
@@ -273,6 +275,14 @@ class DownloadRef(ApiModel):
     requestedBy: str = Field(description="namespace/name of the cache whose request started the download.")
 
 
+class CompileCacheStatus(ApiModel):
+    pvcName: str = Field(description="This namespace's writable compile-cache claim on the store.")
+    sizeLimit: str = Field(description="The store's spec.compileCache.sizeLimit.")
+    rootOwned: bool = Field(default=False, description="A hostPath store: the kubelet creates the folder "
+                                                       "root-owned, so the init container runs as uid 0 (no "
+                                                       "capabilities) to create the pod's folder in it.")
+
+
 class ModelCacheStatus(ApiModel):
     phase: Phase | None = None
     observedGeneration: int | None = None
@@ -296,6 +306,8 @@ class ModelCacheStatus(ApiModel):
                                                                      "resolvedRevision.")
     download: DownloadReport | None = Field(default=None, description="The current download's report, as "
                                                                       "its ModelDownload has it.")
+    compileCache: CompileCacheStatus | None = Field(
+        default=None, description="Set when the store gives serving pods a compile cache.")
 
 
 class ModelDownloadStatus(ApiModel):

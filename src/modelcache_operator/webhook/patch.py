@@ -71,6 +71,9 @@ Decisions (the "why" behind behaviour that the contract left open):
   failed anyway, and the init container's restart backoff takes over.
 - **Memory warnings** compare each target container's ``limits.memory`` with the prewarmed size
   (``status.sizeBytes``, else ``status.download.bytesTotal``) plus ``max(2 GiB, 10 %)`` overhead.
+- **Compile cache** (see compile_cache.py): one writable subPath of the namespace's compile claim at
+  ``settings.compile_dir`` with the engine's cache variables, and an init container that creates that
+  folder and evicts least recently used ones over the store's cap.
 - **Engine flags** that waste the cache or undo prewarm are listed in ``engines.ENGINE_FLAGS``, each with
   why.
 """
@@ -95,6 +98,7 @@ from ..api.names import (
     ANN_PREWARM,
     LABEL_INJECT,
 )
+from ..builders.compile_cache import engine_env as compile_env
 from ..builders.gates import gate_name
 from ..builders.pins import downloads_annotation
 from .commands import (
@@ -107,6 +111,7 @@ from .commands import (
     default_wait_command,
     default_warm_command,
 )
+from .compile_cache import CompilePlan, plan_compile_cache
 from .engines import engine_warnings
 from .memory import GIB, memory_warnings
 from .pinning import CacheView, Pin, already_injected, cache_name_errors, resolve
@@ -136,6 +141,7 @@ HF_ENV = (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISAB
 class InjectionSettings:
     operator_image: str
     tools_dir: str = "/opt/modelcache"
+    compile_dir: str = "/var/cache/modelcache-compile"  # the pod's compile-cache folder, writable
     log_dir: str = "/var/log/modelcache"
     image_pull_policy: str = "IfNotPresent"
     # Our init containers run as this non-root uid (restricted Pod Security); model files must be readable.
@@ -179,6 +185,7 @@ class _Plan:
     tools: str  # volume names, "" when not needed
     log: str
     settings: InjectionSettings
+    compile: CompilePlan | None = None
 
     def tools_mount(self) -> dict[str, Any]:
         return {"name": self.tools, "mountPath": self.settings.tools_dir, "readOnly": True}
@@ -239,7 +246,8 @@ def mutate_pod(
     if not targets:
         warnings.extend(_unwarmed(pins))
     # Without a target container nothing would read what is warmed.
-    plan = _plan(pins, pod_prewarm_off or not targets, mutation, settings)
+    compile_plan = plan_compile_cache(pins, mutation, targets, annotations)
+    plan = _plan(pins, pod_prewarm_off or not targets, mutation, settings, compile_plan)
     mutation.init_containers(_init_containers(plan, mutation, targets))
     mutation.scheduling_gates([gate_name(p.name) for p in plan.pins if p.gate])
     env = _env(names, plan.pins, warnings)
@@ -321,7 +329,8 @@ def _unwarmed(pins: list[Pin]) -> list[str]:
     ]
 
 
-def _plan(pins: list[Pin], pod_prewarm_off: bool, mutation: PodMutation, settings: InjectionSettings) -> _Plan:
+def _plan(pins: list[Pin], pod_prewarm_off: bool, mutation: PodMutation, settings: InjectionSettings,
+          compile_plan: CompilePlan | None) -> _Plan:
     post = [p for p in pins if p.prewarm_mode(pod_prewarm_off) == "postStart"]
     warm_init = [p for p in pins if p.prewarm_mode(pod_prewarm_off) == "initContainer"]
     waits = [p for p in pins if p.wait]
@@ -330,11 +339,12 @@ def _plan(pins: list[Pin], pod_prewarm_off: bool, mutation: PodMutation, setting
         tools = mutation.volume(TOOLS_VOLUME, {"emptyDir": {"sizeLimit": SMALL_EMPTYDIR}})
     log = mutation.volume(LOG_VOLUME, {"emptyDir": {"sizeLimit": SMALL_EMPTYDIR}}) if post else ""
     mutation.flush_volumes()
-    return _Plan(pins, post, warm_init, waits, tools, log, settings)
+    return _Plan(pins, post, warm_init, waits, tools, log, settings, compile_plan)
 
 
 def _init_containers(plan: _Plan, mutation: PodMutation, targets: list[int]) -> list[dict[str, Any]]:
-    """Ours, in order: tools, one wait per waiting cache, the initContainer-mode prewarm."""
+    """Ours, in order: tools, one wait per waiting cache, the initContainer-mode prewarm, the compile
+    cache's folder."""
     s = plan.settings
     inits: list[dict[str, Any]] = []
     if plan.tools:
@@ -357,6 +367,8 @@ def _init_containers(plan: _Plan, mutation: PodMutation, targets: list[int]) -> 
         mounts = [*(p.mount() for p in plan.warm_init), plan.tools_mount()]
         # Without a target container there is no prewarm (see mutate_pod), so targets[0] exists here.
         inits.append(plan.init(PREWARM_INIT, warm, mounts, mirror_cpu_memory(mutation.containers[targets[0]])))
+    if plan.compile:
+        inits.append(plan.compile.init_container(s.operator_image, s.image_pull_policy, s.run_as_user))
     return inits
 
 
@@ -389,6 +401,10 @@ def _edit_target(plan: _Plan, mutation: PodMutation, index: int, env: list[tuple
         mounts.append((plan.tools_mount(), "remove that mount or change the operator's tools directory"))
         log_mount = {"name": plan.log, "mountPath": s.log_dir}
         mounts.append((log_mount, "remove that mount or change the operator's prewarm log directory"))
+    if plan.compile:
+        hint = "remove that mount or change the operator's compile-cache directory"
+        mounts.append((plan.compile.mount(s.compile_dir), hint))
+        env = [*env, *compile_env(plan.compile.engine, s.compile_dir)]
     mutation.mounts(index, mounts)
     mutation.env(index, env)
     if plan.post:
