@@ -1,7 +1,7 @@
 """Removes the webhook's scheduling gates from serving pods once their caches published the pinned folder,
 and tells the pod why a gate stays. Level-based: every pass reads the pod and its caches as they are now
-(builders/gates.py decides), so a missed event costs nothing but latency; the next pod or cache event, or
-the operator's start, which lists every pod, does the same pass again.
+(builders/gates.py decides), so a missed event or a failed patch costs nothing but latency: the next pod
+or cache event, the caches' resync timer, or the operator's start (which lists every pod) does it again.
 
 The patch carries the pod's resourceVersion: gates can only be removed, never added back, so a stale list
 must not be written over a newer one. A conflict is dropped; the pod's own update event brings a fresh pass.

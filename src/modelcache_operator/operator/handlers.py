@@ -235,14 +235,18 @@ async def _on_object_event(type: str, body: kopf.Body, indices: dict[str, Any]) 
     await _reconcile(dict(body), indices)
 
 
+async def _release_gates_of(cache: kopf.Body, indices: dict[str, Any], deleted: bool = False) -> None:
+    key: IndexKey = (cache["metadata"].get("namespace"), cache["metadata"]["name"])
+    lookup = _cache_lookup(indices, deleted=key if deleted else None)
+    for pod in list(indices["gated_pods"].get(key, ())):
+        await _gates.queue(pod, lookup)
+
+
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 async def on_cache_event(type: str, body: kopf.Body, status: kopf.Status, **kwargs: Any) -> None:
     await _on_object_event(type, body, kwargs)
     # Pods gated on this cache: Ready lifts their gate, a failure or deletion is reported to them.
-    key: IndexKey = (body["metadata"].get("namespace"), body["metadata"]["name"])
-    lookup = _cache_lookup(kwargs, deleted=key if type == "DELETED" else None)
-    for pod in list(kwargs["gated_pods"].get(key, ())):
-        await _gates.queue(pod, lookup)
+    await _release_gates_of(body, kwargs, deleted=type == "DELETED")
     if type == "DELETED":
         # Its downloads may have lost their last cache.
         for ref in (status.get("downloadRef") or {}, status.get("servedFrom") or {}):
@@ -292,6 +296,9 @@ async def on_namespace_event(type: str, name: str, **kwargs: Any) -> None:
 @kopf.timer(api.GROUP, api.VERSION, api.STORE_PLURAL, interval=CONFIG.resync_seconds, initial_delay=1.0)
 async def resync(body: kopf.Body, **kwargs: Any) -> None:
     await _reconcile(dict(body), kwargs)
+    if body["kind"] == api.KIND:
+        # Gate passes are level-based too: one that failed (say a 500) is retried here.
+        await _release_gates_of(body, kwargs)
 
 
 def _owner(owner_references: list[dict[str, Any]], kind: str) -> str | None:
