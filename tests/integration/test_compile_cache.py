@@ -1,6 +1,7 @@
 """The compile cache on the real control plane: a store with spec.compileCache gives a namespace one writable
-claim on compile/<namespace>, and serving pods pinned to two kwok GPU pools of different products get two
-separate folders of it, each scheduled by the real scheduler onto its own product's nodes."""
+claim on compile/<namespace> (once a Job made that folder exist), and serving pods pinned to two kwok GPU
+pools of different products get two separate folders of it, each scheduled by the real scheduler onto its
+own product's nodes."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from typing import Any
 import pytest
 
 from modelcache_devcluster.cluster import FakeNode, LocalCluster
-from modelcache_operator.builders import compile_cache
+from modelcache_operator.builders import compile_cache, naming
 from tests.support.downloader_role import REVISION_A, publish_cache
-from tests.support.kube import Cluster, nfs_store_manifest, wait_for
+from tests.support.kube import OPERATOR_NAMESPACE, Cluster, nfs_store_manifest, wait_for
 from tests.support.operator import OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,15 @@ def test_two_gpu_pools_get_two_compile_folders(k8s: Cluster, namespace: str, ope
         "spec": {"source": {"huggingface": {"repo": "Qwen/Qwen3-0.6B"}}, "store": store}})
     cache = publish_cache(k8s, local_cluster, namespace, "qwen", revision=REVISION_A, diagnostics=operator.log_tail)
     claim_name, pv_name = compile_cache.claim_names(namespace, store)
+    # The claim is named only once the folder Job made compile/<namespace> exist on the store.
+    cache = wait_for(lambda: (c := k8s.get_cache(namespace, "qwen")) and c["status"].get("compileCache") and c, 30,
+                     describe="the compile claim in the cache's status", diagnostics=operator.log_tail)
     assert cache["status"]["compileCache"] == {"pvcName": claim_name, "sizeLimit": "20Gi", "rootOwned": False}
+    job = k8s.batch.read_namespaced_job(compile_cache.folder_job_name(namespace, store), OPERATOR_NAMESPACE)
+    assert job.status.succeeded == 1
+    job_mount = job.spec.template.spec.containers[0].volume_mounts[0]
+    assert job_mount.sub_path == f"compile/{namespace}"
+    assert job.spec.template.spec.volumes[0].persistent_volume_claim.claim_name == naming.store_claim_name(store)
     claim = wait_for(lambda: (c := k8s.core.read_namespaced_persistent_volume_claim(claim_name, namespace))
                      and c.status.phase == "Bound" and c, 30, describe="the compile claim Bound")
     assert claim.spec.access_modes == ["ReadWriteMany"] and claim.spec.volume_name == pv_name

@@ -290,8 +290,10 @@ def test_operator_works_with_only_the_chart_clusterrole(k8s: Cluster, local_clus
             # The chart's ClusterRole lets the operator remove its gate (pods: patch) ...
             wait_for(lambda: not k8s.core.read_namespaced_pod(gated, namespace).spec.scheduling_gates, 30,
                      describe="the scheduling gate removed by the operator", diagnostics=operator.log_tail)
-            # ... and create the namespace's compile-cache claim.
-            assert ready["status"]["compileCache"]["pvcName"] == compile_cache.claim_names(namespace, store)[0]
+            # ... and create the namespace's compile folder (a Job) and claim.
+            named = wait_for(lambda: ((k8s.get_cache(namespace, "rbac") or {}).get("status") or {}).get(
+                "compileCache"), 30, describe="the compile claim in the cache's status", diagnostics=operator.log_tail)
+            assert named["pvcName"] == compile_cache.claim_names(namespace, store)[0]
             assert ready["status"]["downloadRef"]["namespace"] == identity.namespace
             [job] = store_jobs(k8s, store)
             assert job.metadata.namespace == identity.namespace

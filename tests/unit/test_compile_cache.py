@@ -19,6 +19,8 @@ from modelcache_operator.builders.compile_cache import (
     Entry,
     engine_of,
     eviction_plan,
+    folder_job,
+    folder_job_name,
     gpu_key,
     key_folder,
 )
@@ -201,3 +203,19 @@ def test_the_cli_refuses_a_key_that_leaves_the_root(tmp_path: Path, capsys: pyte
     assert "is not <gpu>/<engine>-<version>" in capsys.readouterr().err
     assert cli(["compile-cache", "--root", str(tmp_path), "--key", "h100/vllm-1", "--limit-bytes", "1"]) == 0
     assert (tmp_path / "h100" / "vllm-1" / STAMP).exists()
+
+
+def test_the_folder_job_creates_only_the_namespace_folder_as_the_downloads_user() -> None:
+    store = {"apiVersion": "modelcache.dev/v1alpha2", "kind": "ModelStore",
+             "metadata": {"name": "nfs", "uid": "u-1"}}
+    job = folder_job(store, "team-a", "modelcache-store-nfs", "img:1", "modelcache-system")
+    assert job["metadata"]["name"] == folder_job_name("team-a", "nfs") != folder_job_name("team-b", "nfs")
+    assert job["metadata"]["namespace"] == "modelcache-system"
+    assert job["metadata"]["labels"]["modelcache.dev/role"] == "compile-folder"
+    assert job["metadata"]["labels"]["modelcache.dev/cache-namespace"] == "team-a"
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["test", "-w", "/compile"]
+    assert container["volumeMounts"] == [{"name": "store", "mountPath": "/compile", "subPath": "compile/team-a"}]
+    assert pod["volumes"] == [{"name": "store", "persistentVolumeClaim": {"claimName": "modelcache-store-nfs"}}]
+    assert pod["securityContext"]["runAsUser"] == 65532 and container["securityContext"]["runAsNonRoot"] is True

@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..api.names import LABEL_CACHE_NAMESPACE
 from . import naming
+from .jobs import RESTRICTED_SECURITY_CONTEXT, RUN_AS_USER
 
 COMPILE_DIR = "compile"
 GPU_LABELS = ("nvidia.com/gpu.product", "nvidia.com/gpu.family")
@@ -43,6 +45,40 @@ def claim_names(namespace: str, store: str) -> tuple[str, str]:
     digest = naming.short_hash(namespace, store, COMPILE_DIR)
     claim = naming.bounded(f"modelcache-compile-{store}", naming.DNS_SUBDOMAIN_MAX)
     return claim, naming.bounded(f"modelcache-{namespace}-compile-{digest}", naming.DNS_SUBDOMAIN_MAX)
+
+
+FOLDER_JOB_ROLE = "compile-folder"
+FOLDER_MOUNT = "/compile"
+
+
+def folder_job(store_body: Mapping[str, Any], namespace: str, writer_claim: str, image: str,
+               operator_namespace: str) -> dict[str, Any]:
+    """The Job that makes compile/<namespace> exist before any PV points at it (a static NFS or EFS PV on a
+    missing path does not mount): it mounts the store's writable root claim with that subPath, which the
+    kubelet creates the way it creates download folders, and checks that the downloads' uid can write it.
+    Until it succeeded, the namespace's caches name no compile claim, so no pod mounts one."""
+    store = store_body["metadata"]["name"]
+    labels = naming.child_labels(FOLDER_JOB_ROLE, store=store) | {LABEL_CACHE_NAMESPACE: naming.label_value(namespace)}
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": folder_job_name(namespace, store), "namespace": operator_namespace, "labels": labels,
+                     "ownerReferences": [naming.owner_reference(dict(store_body), controller=False)]},
+        "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 600, "ttlSecondsAfterFinished": 3600,
+                 "template": {"metadata": {"labels": labels}, "spec": {
+                     "restartPolicy": "Never",
+                     "securityContext": {"runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER, "runAsNonRoot": True},
+                     "containers": [{
+                         "name": "compile-folder", "image": image, "command": ["test", "-w", FOLDER_MOUNT],
+                         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+                         "securityContext": RESTRICTED_SECURITY_CONTEXT,
+                         "volumeMounts": [{"name": "store", "mountPath": FOLDER_MOUNT,
+                                           "subPath": namespace_root(namespace)}]}],
+                     "volumes": [{"name": "store", "persistentVolumeClaim": {"claimName": writer_claim}}]}}},
+    }
+
+
+def folder_job_name(namespace: str, store: str) -> str:
+    return f"mc-cc-{naming.short_hash(namespace, store, length=16)}"
 
 
 def _segment(value: str) -> str:

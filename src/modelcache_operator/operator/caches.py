@@ -64,7 +64,7 @@ class CacheReconciler(Converger):
         place = layout.placement(spec, choice.store, namespace)
         pvc_name, pv_name = self._serving_claim(body, choice.name, store_entry, place)
         ref = self._download(body, spec, choice.name, place, view)
-        compile_claim = self._compile_claim(object_key(body), namespace, choice.name, store_entry, place)
+        compile_claim = self._compile_claim(body, namespace, choice.name, store_entry, place)
         return self._write(body, CacheObservation(
             generation, model=model, store=choice.name, placement=place, pv_name=pv_name, pvc_name=pvc_name,
             pvc_phase=view.pvc_phases.get(pvc_name), download_ref=ref,
@@ -110,15 +110,19 @@ class CacheReconciler(Converger):
         self.apply(key, storage.persistent_volume_claim(
             claim, namespace, store.spec, read_only=False, volume_name=pv, labels=labels, owners=owners))
 
-    def _compile_claim(self, key: ObjectKey, namespace: str, store_name: str, store: StoreEntry,
+    def _compile_claim(self, body: dict[str, Any], namespace: str, store_name: str, store: StoreEntry,
                        place: layout.Placement) -> api.CompileCacheStatus | None:
         """The namespace's writable compile-cache claim on compile/<namespace> of a static store that has
-        spec.compileCache enabled; owned by the store, shared by the namespace's caches on it."""
+        spec.compileCache enabled; owned by the store, shared by the namespace's caches on it. Named in
+        status only once that folder exists, so no pod mounts a PV that cannot mount."""
         assert store.spec is not None
         settings = store.spec.compileCache
         if not settings.enabled or place.dynamic:
             return None
+        key = object_key(body)
         claim, pv = compile_cache.claim_names(namespace, store_name)
+        if not self._compile_folder_exists(body, namespace, store_name, store, claim):
+            return None
         labels = naming.child_labels("compile-cache", store=store_name)
         owners = [naming.owner_reference(store.body, controller=False)]
         self.apply(key, storage.persistent_volume(
@@ -128,6 +132,23 @@ class CacheReconciler(Converger):
             claim, namespace, store.spec, read_only=False, volume_name=pv, labels=labels, owners=owners))
         return api.CompileCacheStatus(pvcName=claim, sizeLimit=settings.sizeLimit,
                                       rootOwned=store.spec.hostPath is not None)
+
+    def _compile_folder_exists(self, body: dict[str, Any], namespace: str, store_name: str, store: StoreEntry,
+                               claim: str) -> bool:
+        """hostPath PVs create their folder; elsewhere a Job creates it once (see compile_cache.folder_job)."""
+        assert store.spec is not None
+        previous = ((body.get("status") or {}).get("compileCache") or {}).get("pvcName")
+        if store.spec.hostPath is not None or previous == claim:
+            return True
+        operator_namespace = self.config.operator_namespace
+        job = compile_cache.folder_job(store.body, namespace, naming.store_claim_name(store_name), self.config.image,
+                                       operator_namespace)
+        live = self.kube.get("Job", job["metadata"]["name"], operator_namespace)
+        if live is None:
+            self.apply(object_key(body), job, present=False)
+            return False
+        return any(c.get("type") == "Complete" and c.get("status") == "True"
+                   for c in (live.get("status") or {}).get("conditions") or [])
 
     def _download(self, body: dict[str, Any], spec: api.ModelCacheSpec, store_name: str, place: layout.Placement,
                   view: CacheView) -> api.DownloadRef:

@@ -12,7 +12,8 @@ from typing import Any, cast
 import kopf
 
 from ..api import v1alpha2 as api
-from ..api.names import LABEL_DOWNLOAD, LABEL_INJECT, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
+from ..api.names import LABEL_CACHE_NAMESPACE, LABEL_DOWNLOAD, LABEL_INJECT, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
+from ..builders.compile_cache import FOLDER_JOB_ROLE
 from ..builders.gates import gated_caches
 from ..builders.pins import pinned_downloads
 from ..builders.status import JobObservation
@@ -306,10 +307,16 @@ def _owner(owner_references: list[dict[str, Any]], kind: str) -> str | None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-async def on_job_event(namespace: str | None, meta: kopf.Meta, **kwargs: Any) -> None:
+async def on_job_event(namespace: str | None, meta: kopf.Meta, labels: kopf.Labels, **kwargs: Any) -> None:
     download = _owner(list(meta.get("ownerReferences") or []), api.DOWNLOAD_KIND)
     if download and namespace:
         await _reconcile_cached(kwargs["download_index"], (namespace, download), kwargs)
+    if labels.get(LABEL_ROLE) == FOLDER_JOB_ROLE:
+        # A namespace's compile folder exists now: its caches name the compile claim.
+        for (cache_namespace, _), entries in list(kwargs["cache_index"].items()):
+            if cache_namespace == labels.get(LABEL_CACHE_NAMESPACE):
+                for cache in entries:
+                    await _reconcile(cache, kwargs)
 
 
 @kopf.on.event("", "v1", "persistentvolumeclaims", labels=MANAGED)
