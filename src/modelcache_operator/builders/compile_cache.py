@@ -29,8 +29,10 @@ STAMP = ".last-used"  # touched in a key folder at every pod start; LRU eviction
 # The variables each engine reads for its caches, relative to the pod's compile folder.
 ENGINE_ENV: dict[str, tuple[tuple[str, str], ...]] = {
     "vllm": (("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton")),
-    "sglang": (("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("TRITON_CACHE_DIR", "triton"),
-               ("FLASHINFER_WORKSPACE_BASE", "flashinfer"), ("SGLANG_DG_CACHE_DIR", "deep_gemm")),
+    # SGLANG_JIT_CACHE_ROOT is newer SGLang's one root; the per-component variables win where both exist.
+    "sglang": (("SGLANG_JIT_CACHE_ROOT", "sglang"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"),
+               ("TRITON_CACHE_DIR", "triton"), ("FLASHINFER_WORKSPACE_BASE", "flashinfer"),
+               ("SGLANG_DG_CACHE_DIR", "deep_gemm")),
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
