@@ -122,6 +122,12 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile_cache(args: argparse.Namespace) -> int:
+    from .compilecache.prepare import main as prepare
+
+    return prepare(args.root, args.key, args.subdir or [], args.limit_bytes)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelcache-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,8 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     purge = sub.add_parser("purge", help="delete one revision folder under a volume root (cleanup Job)")
     purge.add_argument("--root", required=True)
     purge.add_argument("--entry", required=True, help="the revision folder's name under --root")
+    compile_cache = sub.add_parser("compile-cache", help="create a serving pod's compile-cache folder and evict "
+                                                         "LRU folders over the cap (its init container)")
+    compile_cache.add_argument("--root", required=True, help="the namespace's compile claim, mounted writable")
+    compile_cache.add_argument("--key", required=True, help="<gpu>/<engine>-<version>")
+    compile_cache.add_argument("--subdir", action="append", help="an engine cache folder to create in the key")
+    compile_cache.add_argument("--limit-bytes", type=int, required=True)
     args = parser.parse_args(argv)
-    handler = {"run": _run, "webhook": _webhook, "crd": _crd, "docs": _docs, "purge": _purge}[args.command]
+    handler = {"run": _run, "webhook": _webhook, "crd": _crd, "docs": _docs, "purge": _purge,
+               "compile-cache": _compile_cache}[args.command]
     return handler(args)
 
 

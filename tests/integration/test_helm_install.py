@@ -33,8 +33,8 @@ from modelcache_devcluster.binaries import Binaries
 from modelcache_devcluster.cluster import LocalCluster
 from modelcache_operator.api import v1alpha2 as api
 from modelcache_operator.api.names import LABEL_STORE
-from modelcache_operator.builders import naming
-from tests.support.downloader_role import REVISION_A, publish_cache
+from modelcache_operator.builders import compile_cache, naming
+from tests.support.downloader_role import REVISION_A, download_job, downloader_reporter, publish
 from tests.support.kube import Cluster, nfs_store_manifest, wait_for
 from tests.support.operator import WEBHOOK_CONFIG_NAME, OperatorProcess
 from tests.support.serviceaccount import serviceaccount_kubeconfig
@@ -223,6 +223,25 @@ def cache_manifest(name: str, store: str) -> dict[str, Any]:
             "spec": {"source": {"huggingface": {"repo": "Qwen/Qwen3-0.6B"}}, "store": store}}
 
 
+def gated_pod_while_downloading(k8s: Cluster, cluster: LocalCluster, namespace: str, cache: str,
+                                operator: OperatorProcess) -> tuple[str, Any, Any]:
+    """A pod admitted behind the default policy's scheduling gate while `cache` downloads REVISION_A:
+    (its name, the download's reporter, the download Job)."""
+    _, download = k8s.wait_download(namespace, cache, diagnostics=operator.log_tail)
+    job = download_job(k8s, download, diagnostics=operator.log_tail)
+    reporter = downloader_reporter(k8s, cluster, download["metadata"]["namespace"], download["metadata"]["name"])
+    reporter.send(api.DownloadReport(jobName=job.metadata.name, state="Downloading", requestedRevision="main",
+                                     resolvedRevision=REVISION_A, bytesDone=1, bytesTotal=100), force=True)
+    pod = {"metadata": {"name": "gated", "labels": {"modelcache.dev/inject": "true"},
+                        "annotations": {"modelcache.dev/caches": cache}},
+           "spec": {"containers": [{"name": "vllm", "image": "vllm"}]}}
+    wait_for(lambda: pinned_revisions(k8s, namespace, pod) == {cache: REVISION_A}, 30,
+             describe="the webhook pinning the revision being downloaded", diagnostics=operator.log_tail)
+    created = k8s.core.create_namespaced_pod(namespace, pod)
+    assert [g.name for g in created.spec.scheduling_gates] == [f"modelcache.dev/cache-{cache}"]
+    return "gated", reporter, job
+
+
 def store_jobs(k8s: Cluster, store: str) -> list[Any]:
     return [j for j in k8s.download_jobs() if j.metadata.labels.get(LABEL_STORE) == store]
 
@@ -257,15 +276,24 @@ def test_operator_works_with_only_the_chart_clusterrole(k8s: Cluster, local_clus
             missing = webhook_refusal(lambda: k8s.custom.create_namespaced_custom_object(
                 api.GROUP, api.VERSION, namespace, api.PLURAL, cache_manifest("rbac", store), dry_run="All"))
             assert missing is not None and f'ModelStore \\"{store}\\" (spec.store) does not exist' in missing, missing
-            k8s.create_store(nfs_store_manifest(store, [namespace]))
+            k8s.create_store(nfs_store_manifest(store, [namespace], compileCache={"enabled": True}))
             ready_store = k8s.wait_store_ready(store, 60)
             assert ready_store["status"]["backend"] == "nfs"
             writer = k8s.core.read_namespaced_persistent_volume_claim(naming.store_claim_name(store),
                                                                       identity.namespace)
             assert writer.status.phase == "Bound"
             k8s.create_cache(namespace, cache_manifest("rbac", store))
-            ready = publish_cache(k8s, local_cluster, namespace, "rbac", diagnostics=operator.log_tail)
+            gated, reporter, job = gated_pod_while_downloading(k8s, local_cluster, namespace, "rbac", operator)
+            publish(reporter, job.metadata.name)
+            ready = k8s.wait_phase(namespace, "rbac", "Ready", diagnostics=operator.log_tail)
             assert ready["status"]["resolvedRevision"] == REVISION_A
+            # The chart's ClusterRole lets the operator remove its gate (pods: patch) ...
+            wait_for(lambda: not k8s.core.read_namespaced_pod(gated, namespace).spec.scheduling_gates, 30,
+                     describe="the scheduling gate removed by the operator", diagnostics=operator.log_tail)
+            # ... and create the namespace's compile folder (a Job) and claim.
+            named = wait_for(lambda: ((k8s.get_cache(namespace, "rbac") or {}).get("status") or {}).get(
+                "compileCache"), 30, describe="the compile claim in the cache's status", diagnostics=operator.log_tail)
+            assert named["pvcName"] == compile_cache.claim_names(namespace, store)[0]
             assert ready["status"]["downloadRef"]["namespace"] == identity.namespace
             [job] = store_jobs(k8s, store)
             assert job.metadata.namespace == identity.namespace
@@ -291,6 +319,7 @@ def test_operator_works_with_only_the_chart_clusterrole(k8s: Cluster, local_clus
                 "rbac": f"{ref['namespace']}/{ref['name']}"}
 
             k8s.core.delete_namespaced_pod("server", namespace, grace_period_seconds=0)
+            k8s.core.delete_namespaced_pod(gated, namespace, grace_period_seconds=0)
             k8s.delete_cache(namespace, "rbac")
             wait_for(lambda: k8s.get_cache(namespace, "rbac") is None, 60, describe="finalized deletion",
                      diagnostics=operator.log_tail)

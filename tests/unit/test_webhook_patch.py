@@ -150,7 +150,9 @@ def downloading(
     **spec_kw: Any,
 ) -> CacheView:
     """A cache downloading `resolved` into `pending` (folder(resolved) by default); `published` is the
-    revision it served before, if any."""
+    revision it served before, if any. Its policy is wait unless `serving` says otherwise: these tests cover
+    the wait container, and gate (the default since v1alpha2's gates) has its own in test_gates.py."""
+    spec_kw.setdefault("serving", {"notReadyPolicy": "wait"})
     if pending == AUTO:
         pending = folder(resolved) if resolved else None
     status = ModelCacheStatus.model_validate(
@@ -1225,7 +1227,7 @@ def test_all_errors_are_reported_together() -> None:
     [
         (
             {ANN_NOT_READY_POLICY: "wiat"},
-            f"annotation {ANN_NOT_READY_POLICY} is 'wiat'; use one of wait, deny, ignore",
+            f"annotation {ANN_NOT_READY_POLICY} is 'wiat'; use one of gate, wait, deny, ignore",
         ),
         ({ANN_PREWARM: "false"}, f"annotation {ANN_PREWARM} is 'false'; use off or on"),
     ],

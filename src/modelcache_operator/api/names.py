@@ -33,6 +33,8 @@ ANN_CACHES: Final = f"{GROUP}/caches"
 ANN_CONTAINERS: Final = f"{GROUP}/containers"
 ANN_NOT_READY_POLICY: Final = f"{GROUP}/not-ready-policy"
 ANN_PREWARM: Final = f"{GROUP}/prewarm"
+ANN_COMPILE_CACHE: Final = f"{GROUP}/compile-cache"  # "off" opts a pod out of its store's compile cache
+ANN_ENGINE: Final = f"{GROUP}/engine"  # "<vllm|sglang>:<version>" for an image whose name does not say
 # ... and by the webhook on them: the revision, its folder inside the claim, and the ModelDownload
 # ("<namespace>/<name>") each cache was pinned to. Garbage collection keys on the downloads.
 ANN_PINNED: Final = f"{GROUP}/pinned-revisions"
@@ -41,6 +43,11 @@ ANN_DOWNLOADS: Final = f"{GROUP}/downloads"
 ANN_INJECTED: Final = f"{GROUP}/injected"
 # Containers that get no prewarm hook because their engine reads the cache itself: {"container": "reason"}.
 ANN_PREWARM_SKIPPED: Final = f"{GROUP}/prewarm-skipped"
+# The webhook gates a pod per not-Ready cache with a scheduling gate named GATE_PREFIX + <cache> (hashed when
+# long); the operator removes those, and only those, and writes why a gate stays to ANN_GATE_STATUS
+# ({cache: "<Reason>: <message>"}).
+GATE_PREFIX: Final = f"{GROUP}/cache-"
+ANN_GATE_STATUS: Final = f"{GROUP}/gate-status"
 
 # Set by the operator on a ModelDownload it removes, with its folder: ttl or quota.
 ANN_REMOVAL: Final = f"{GROUP}/removal"

@@ -135,6 +135,17 @@ POSITIVE_QUANTITY: JsonDict = {"x-kubernetes-validations": [
                                                                             "as 500Gi")]}
 
 
+class CompileCache(ApiModel):
+    """The engines' compile caches (vLLM, torch.compile/Inductor, Triton, SGLang's JIT kernels), shared by a
+    namespace's serving pods per (GPU product or family, engine, engine version) under <root>/compile/."""
+
+    enabled: bool = Field(default=False, description="Give serving pods of this store's caches a writable "
+                                                     "compile-cache folder keyed by their GPU product.")
+    sizeLimit: str = Field(default="50Gi", max_length=32, json_schema_extra=POSITIVE_QUANTITY,
+                           description="Most bytes of one namespace's compile caches on this store; least "
+                                       "recently used folders are evicted when a serving pod starts.")
+
+
 def _backend_unchanged(backend: str) -> str:
     return f"has(self.{backend}) == has(oldSelf.{backend}) && (!has(self.{backend}) || " \
            f"self.{backend} == oldSelf.{backend})"
@@ -146,6 +157,9 @@ class ModelStoreSpec(ApiModel):
             "exactly one backend must be set: " + ", ".join(f"spec.{b}" for b in STORAGE_BACKENDS)),
         cel(" && ".join(_backend_unchanged(b) for b in STORAGE_BACKENDS),
             "the backend is immutable; create a new ModelStore for new storage"),
+        cel("!has(self.compileCache) || !self.compileCache.enabled || !has(self.storageClass)",
+            "spec.compileCache needs a static backend (ossfs2, nfs, efs or hostPath), not storageClass",
+            fieldPath=".compileCache"),
     ]})
 
     ossfs2: Ossfs2Backend | None = Field(default=None, description="Alibaba Cloud OSS via ossfs 2.0.")
@@ -167,6 +181,8 @@ class ModelStoreSpec(ApiModel):
     hubCredentials: HubCredentials | None = Field(
         default=None, description="Tokens for shared downloads. Caches that bring their own token get a folder "
                                   "private to their namespace instead.")
+    compileCache: CompileCache = Field(default_factory=CompileCache,
+                                       description="Writable compile-cache folders for serving pods.")
 
 
 class ModelStoreStatus(ApiModel):

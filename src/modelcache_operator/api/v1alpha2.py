@@ -26,6 +26,7 @@ from .common import (
 from .names import API_VERSION, GROUP, VERSION
 from .store import (
     STORAGE_BACKENDS,
+    CompileCache,
     EfsBackend,
     HostPathBackend,
     HubCredentials,
@@ -52,6 +53,7 @@ __all__ = [
     "STORAGE_BACKENDS",
     "VERSION",
     "ApiModel",
+    "CompileCache",
     "Condition",
     "EfsBackend",
     "HostPathBackend",
@@ -178,9 +180,12 @@ class Serving(ApiModel):
                     "ossfs2.memoryDataCacheSize). Immutable: a served volume's options cannot change.",
         json_schema_extra={"x-kubernetes-validations": [
             {"rule": "self == oldSelf", "message": "spec.serving.tensorParallelSize is immutable"}]})
-    notReadyPolicy: Literal["wait", "deny", "ignore"] = Field(
-        default="wait", description="What admission does with a pod while the cache is not Ready: wait (an "
-                                    "init container waits for the manifest), deny, or ignore (no injection).")
+    notReadyPolicy: Literal["gate", "wait", "deny", "ignore"] = Field(
+        default="gate", description="What admission does with a pod while the cache is not Ready: gate (the "
+                                    "pod gets a scheduling gate per such cache, so it holds no node or GPU, "
+                                    "and the operator removes it once that revision is published), wait (the "
+                                    "pod is scheduled and an init container waits for the manifest), deny, "
+                                    "or ignore (no injection).")
 
 
 def _repo_of(obj: str) -> str:
@@ -277,6 +282,14 @@ class DownloadRef(ApiModel):
     requestedBy: str = Field(description="namespace/name of the cache whose request started the download.")
 
 
+class CompileCacheStatus(ApiModel):
+    pvcName: str = Field(description="This namespace's writable compile-cache claim on the store.")
+    sizeLimit: str = Field(description="The store's spec.compileCache.sizeLimit.")
+    rootOwned: bool = Field(default=False, description="A hostPath store: the kubelet creates the folder "
+                                                       "root-owned, so the init container runs as uid 0 (no "
+                                                       "capabilities) to create the pod's folder in it.")
+
+
 class ModelCacheStatus(ApiModel):
     phase: Phase | None = None
     observedGeneration: int | None = None
@@ -300,6 +313,8 @@ class ModelCacheStatus(ApiModel):
                                                                      "resolvedRevision.")
     download: DownloadReport | None = Field(default=None, description="The current download's report, as "
                                                                       "its ModelDownload has it.")
+    compileCache: CompileCacheStatus | None = Field(
+        default=None, description="Set when the store gives serving pods a compile cache.")
 
 
 class ModelDownloadStatus(ApiModel):

@@ -39,6 +39,7 @@ class CacheObservation:
     download_ref: api.DownloadRef | None = None
     download: dict[str, Any] | None = None  # the ModelDownload's status, None while it does not exist
     deleting: bool = False
+    compile_cache: api.CompileCacheStatus | None = None  # the namespace's compile claim, when the store has one
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ def cache_status(obs: CacheObservation, now: str) -> dict[str, Any]:
         "pvName": obs.pv_name,
         "pvcName": obs.pvc_name,
         "downloadRef": obs.download_ref.model_dump() if obs.download_ref else None,
+        "compileCache": obs.compile_cache.model_dump() if obs.compile_cache else None,
         **_served(obs, report),
     }
     if report is not None:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from ..api import v1alpha2 as api
 from ..api.names import ANNOTATION_RETRY, FINALIZER
-from ..builders import layout, naming, ossfs_options, storage, tenancy
+from ..builders import compile_cache, layout, naming, ossfs_options, storage, tenancy
 from ..builders.cache_status import CacheObservation, cache_status
 from . import metrics
 from .converge import Converger, ObjectKey, now_rfc3339, object_key, validation_message
@@ -65,10 +65,11 @@ class CacheReconciler(Converger):
         pvc_name, pv_name = self._serving_claim(body, choice.name, store_entry, place,
                                                 ossfs_options.served_hints(spec))
         ref = self._download(body, spec, choice.name, place, view)
+        compile_claim = self._compile_claim(body, namespace, choice.name, store_entry, place)
         return self._write(body, CacheObservation(
             generation, model=model, store=choice.name, placement=place, pv_name=pv_name, pvc_name=pvc_name,
             pvc_phase=view.pvc_phases.get(pvc_name), download_ref=ref,
-            download=view.downloads.get((ref.namespace, ref.name))))
+            download=view.downloads.get((ref.namespace, ref.name)), compile_cache=compile_claim))
 
     # ----- children -----
 
@@ -110,6 +111,46 @@ class CacheReconciler(Converger):
             operator_namespace=self.config.operator_namespace, owners=owners))
         self.apply(key, storage.persistent_volume_claim(
             claim, namespace, store.spec, read_only=False, volume_name=pv, labels=labels, owners=owners))
+
+    def _compile_claim(self, body: dict[str, Any], namespace: str, store_name: str, store: StoreEntry,
+                       place: layout.Placement) -> api.CompileCacheStatus | None:
+        """The namespace's writable compile-cache claim on compile/<namespace> of a static store that has
+        spec.compileCache enabled; owned by the store, shared by the namespace's caches on it. Named in
+        status only once that folder exists, so no pod mounts a PV that cannot mount."""
+        assert store.spec is not None
+        settings = store.spec.compileCache
+        if not settings.enabled or place.dynamic:
+            return None
+        key = object_key(body)
+        claim, pv = compile_cache.claim_names(namespace, store_name)
+        if not self._compile_folder_exists(body, namespace, store_name, store, claim):
+            return None
+        labels = naming.child_labels("compile-cache", store=store_name)
+        owners = [naming.owner_reference(store.body, controller=False)]
+        self.apply(key, storage.persistent_volume(
+            pv, store.spec, compile_cache.namespace_root(namespace), read_only=False, claim=(namespace, claim),
+            labels=labels, operator_namespace=self.config.operator_namespace, owners=owners))
+        self.apply(key, storage.persistent_volume_claim(
+            claim, namespace, store.spec, read_only=False, volume_name=pv, labels=labels, owners=owners))
+        return api.CompileCacheStatus(pvcName=claim, sizeLimit=settings.sizeLimit,
+                                      rootOwned=store.spec.hostPath is not None)
+
+    def _compile_folder_exists(self, body: dict[str, Any], namespace: str, store_name: str, store: StoreEntry,
+                               claim: str) -> bool:
+        """hostPath PVs create their folder; elsewhere a Job creates it once (see compile_cache.folder_job)."""
+        assert store.spec is not None
+        previous = ((body.get("status") or {}).get("compileCache") or {}).get("pvcName")
+        if store.spec.hostPath is not None or previous == claim:
+            return True
+        operator_namespace = self.config.operator_namespace
+        job = compile_cache.folder_job(store.body, namespace, naming.store_claim_name(store_name), self.config.image,
+                                       operator_namespace)
+        live = self.kube.get("Job", job["metadata"]["name"], operator_namespace)
+        if live is None:
+            self.apply(object_key(body), job, present=False)
+            return False
+        return any(c.get("type") == "Complete" and c.get("status") == "True"
+                   for c in (live.get("status") or {}).get("conditions") or [])
 
     def _download(self, body: dict[str, Any], spec: api.ModelCacheSpec, store_name: str, place: layout.Placement,
                   view: CacheView) -> api.DownloadRef:

@@ -12,7 +12,9 @@ from typing import Any, cast
 import kopf
 
 from ..api import v1alpha2 as api
-from ..api.names import LABEL_DOWNLOAD, LABEL_INJECT, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
+from ..api.names import LABEL_CACHE_NAMESPACE, LABEL_DOWNLOAD, LABEL_INJECT, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
+from ..builders.compile_cache import FOLDER_JOB_ROLE
+from ..builders.gates import gated_caches
 from ..builders.pins import pinned_downloads
 from ..builders.status import JobObservation
 from . import observe
@@ -20,6 +22,7 @@ from .caches import CacheReconciler
 from .config import OperatorConfig
 from .converge import Converger, ObjectKey
 from .downloads import DownloadReconciler
+from .gates import CacheLookup, GateReleaser
 from .kube import Kube, load_api_client
 from .stores import StoreReconciler
 from .views import StoreEntry
@@ -44,6 +47,13 @@ log = logging.getLogger(__name__)
 
 def _emit(body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
     kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=event_type, reason=reason, message=message)
+
+
+def _kube() -> Kube:
+    return reconciler(api.KIND).kube
+
+
+_gates = GateReleaser(_kube, _emit, _pool)
 
 
 def reconciler(kind: str) -> Converger:
@@ -138,6 +148,22 @@ async def pods_by_download(namespace: str | None, name: str, annotations: kopf.A
             for ref in pinned_downloads(annotations)}
 
 
+@kopf.index("", "v1", "pods", labels={LABEL_INJECT: "true"})
+async def gated_pods(namespace: str | None, body: kopf.Body, **_: Any) -> dict[IndexKey, dict[str, Any]]:
+    """Pods held by one of our scheduling gates, by the cache each gate waits for."""
+    return {(namespace, cache): dict(body) for cache in gated_caches(body).values()}
+
+
+def _cache_lookup(indices: dict[str, Any], deleted: IndexKey | None = None) -> CacheLookup:
+    """Caches as the index has them; `deleted` is gone even if the index still lists it."""
+    def lookup(namespace: str, name: str) -> dict[str, Any] | None:
+        if (namespace, name) == deleted:
+            return None
+        body: dict[str, Any] | None = observe.first(indices["cache_index"], (namespace, name))
+        return body
+    return lookup
+
+
 @kopf.index(api.GROUP, api.VERSION, api.STORE_PLURAL)
 async def store_index(name: str, body: kopf.Body, **_: Any) -> dict[str, StoreEntry]:
     try:
@@ -210,9 +236,18 @@ async def _on_object_event(type: str, body: kopf.Body, indices: dict[str, Any]) 
     await _reconcile(dict(body), indices)
 
 
+async def _release_gates_of(cache: kopf.Body, indices: dict[str, Any], deleted: bool = False) -> None:
+    key: IndexKey = (cache["metadata"].get("namespace"), cache["metadata"]["name"])
+    lookup = _cache_lookup(indices, deleted=key if deleted else None)
+    for pod in list(indices["gated_pods"].get(key, ())):
+        await _gates.queue(pod, lookup)
+
+
 @kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
 async def on_cache_event(type: str, body: kopf.Body, status: kopf.Status, **kwargs: Any) -> None:
     await _on_object_event(type, body, kwargs)
+    # Pods gated on this cache: Ready lifts their gate, a failure or deletion is reported to them.
+    await _release_gates_of(body, kwargs, deleted=type == "DELETED")
     if type == "DELETED":
         # Its downloads may have lost their last cache.
         for ref in (status.get("downloadRef") or {}, status.get("servedFrom") or {}):
@@ -262,6 +297,9 @@ async def on_namespace_event(type: str, name: str, **kwargs: Any) -> None:
 @kopf.timer(api.GROUP, api.VERSION, api.STORE_PLURAL, interval=CONFIG.resync_seconds, initial_delay=1.0)
 async def resync(body: kopf.Body, **kwargs: Any) -> None:
     await _reconcile(dict(body), kwargs)
+    if body["kind"] == api.KIND:
+        # Gate passes are level-based too: one that failed (say a 500) is retried here.
+        await _release_gates_of(body, kwargs)
 
 
 def _owner(owner_references: list[dict[str, Any]], kind: str) -> str | None:
@@ -269,10 +307,16 @@ def _owner(owner_references: list[dict[str, Any]], kind: str) -> str | None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-async def on_job_event(namespace: str | None, meta: kopf.Meta, **kwargs: Any) -> None:
+async def on_job_event(namespace: str | None, meta: kopf.Meta, labels: kopf.Labels, **kwargs: Any) -> None:
     download = _owner(list(meta.get("ownerReferences") or []), api.DOWNLOAD_KIND)
     if download and namespace:
         await _reconcile_cached(kwargs["download_index"], (namespace, download), kwargs)
+    if labels.get(LABEL_ROLE) == FOLDER_JOB_ROLE:
+        # A namespace's compile folder exists now: its caches name the compile claim.
+        for (cache_namespace, _), entries in list(kwargs["cache_index"].items()):
+            if cache_namespace == labels.get(LABEL_CACHE_NAMESPACE):
+                for cache in entries:
+                    await _reconcile(cache, kwargs)
 
 
 @kopf.on.event("", "v1", "persistentvolumeclaims", labels=MANAGED)
@@ -295,8 +339,10 @@ async def on_claim_event(namespace: str | None, meta: kopf.Meta, **kwargs: Any) 
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_INJECT: "true"})
-async def on_serving_pod_event(type: str, annotations: kopf.Annotations, status: kopf.Status,
+async def on_serving_pod_event(type: str, body: kopf.Body, annotations: kopf.Annotations, status: kopf.Status,
                                **kwargs: Any) -> None:
+    if type != "DELETED":
+        await _gates.queue(dict(body), _cache_lookup(kwargs))
     # A pod going away may leave a folder unused: its downloads start their retention clock.
     if type != "DELETED" and status.get("phase") not in ("Succeeded", "Failed"):
         return

@@ -19,6 +19,7 @@ REQUEST_TIMEOUT_SECONDS = 60
 # kind -> (path prefix, plural, namespaced)
 RESOURCES: dict[str, tuple[str, str, bool]] = {
     "PersistentVolume": ("/api/v1", "persistentvolumes", False),
+    "Pod": ("/api/v1", "pods", True),
     "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims", True),
     "ServiceAccount": ("/api/v1", "serviceaccounts", True),
     "Secret": ("/api/v1", "secrets", True),
@@ -113,6 +114,10 @@ class Kube:
     def annotate(self, kind: str, namespace: str | None, name: str, annotations: dict[str, str]) -> None:
         self._call("PATCH", self._path(kind, name, namespace), body={"metadata": {"annotations": annotations}},
                    content_type="application/merge-patch+json")
+
+    def merge_patch(self, kind: str, namespace: str | None, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", self._path(kind, name, namespace), body=body,
+                          content_type="application/merge-patch+json")
 
     def set_finalizers(self, kind: str, namespace: str | None, name: str, finalizers: list[str],
                        resource_version: str) -> None:

@@ -7,7 +7,7 @@ memory.py and the injected commands in commands.py; this module decides what goe
 
 Opt-in: label ``modelcache.dev/inject: "true"`` and annotation ``modelcache.dev/caches: "a,b"`` (the first
 name is the primary cache). Optional annotations: ``modelcache.dev/containers`` (target containers),
-``modelcache.dev/not-ready-policy`` (wait|deny|ignore, overrides ``spec.serving.notReadyPolicy``) and
+``modelcache.dev/not-ready-policy`` (gate|wait|deny|ignore, overrides ``spec.serving.notReadyPolicy``) and
 ``modelcache.dev/prewarm`` (off|on).
 
 Decisions (the "why" behind behaviour that the contract left open):
@@ -16,14 +16,20 @@ Decisions (the "why" behind behaviour that the contract left open):
   ``status.pvcName`` set) pins it, mounted with subPath ``status.revisionPath``, whatever the phase unless
   Deleting: during a revision change the phase is Downloading, Verifying or Failed, and new pods get the
   complete old revision. Only when nothing was ever published does ``notReadyPolicy`` apply. Under
-  ``wait`` the pod pins ``status.download.resolvedRevision`` (only when that report is for the revision the
-  spec asks for) in ``status.pendingRevisionPath``; a spec revision that already is a 40-hex commit sha is
-  pinned when the pending folder is that commit's. Without a pending folder the pod is denied for now.
+  ``gate`` (the default) and ``wait`` the pod pins ``status.download.resolvedRevision`` (only when that
+  report is for the revision the spec asks for) in ``status.pendingRevisionPath``; a spec revision that
+  already is a 40-hex commit sha is pinned when the pending folder is that commit's. Folders are
+  ``<download folder>/<commit>``, so the pinned folder is the one the download will publish. Without a
+  pending folder the pod is denied for now (its controller retries; resolving takes the Job seconds).
+- **Gates.** Under ``gate`` the pod gets one scheduling gate ``modelcache.dev/cache-<name>`` per such
+  cache and mounts the pending folder with subPath directly (no wait container: the gate comes off only
+  once that folder is published, see builders/gates.py). The scheduler never sees a gated pod, so it holds
+  no node and no GPU while the model downloads.
 - **Namespaces.** Caches are looked up in the pod's namespace only: an entry of the caches annotation with
   a "/" or that is not a DNS subdomain name denies the pod.
-- **Missing caches** are denied under wait/deny (nothing to mount, and a typo should be loud) and skipped
+- **Missing caches** are denied under gate/wait/deny (nothing to mount, and a typo should be loud) and skipped
   with a warning under ignore. Only the pod annotation can say ignore for a missing cache.
-- **Failed or Deleting caches with nothing to serve are denied under wait**: an init container would wait
+- **Failed or Deleting caches with nothing to serve are denied under gate and wait**: the pod would wait
   for a manifest that is not coming.
 - **Invalid annotation values and unknown container names deny the pod.** Warnings on controller-created
   pods reach only the controller's log, while a denial shows up as a FailedCreate event on the owner.
@@ -65,6 +71,9 @@ Decisions (the "why" behind behaviour that the contract left open):
   failed anyway, and the init container's restart backoff takes over.
 - **Memory warnings** compare each target container's ``limits.memory`` with the prewarmed size
   (``status.sizeBytes``, else ``status.download.bytesTotal``) plus ``max(2 GiB, 10 %)`` overhead.
+- **Compile cache** (see compile_cache.py): one writable subPath of the namespace's compile claim at
+  ``settings.compile_dir`` with the engine's cache variables, and an init container that creates that
+  folder and evicts least recently used ones over the store's cap.
 - **Engine flags** that waste the cache or undo prewarm are listed in ``engines.ENGINE_FLAGS``, each with
   why.
 """
@@ -90,6 +99,8 @@ from ..api.names import (
     ANN_PREWARM_SKIPPED,
     LABEL_INJECT,
 )
+from ..builders.compile_cache import engine_env as compile_env
+from ..builders.gates import gate_name
 from ..builders.pins import downloads_annotation
 from .commands import (
     InstallCommand,
@@ -101,6 +112,7 @@ from .commands import (
     default_wait_command,
     default_warm_command,
 )
+from .compile_cache import CompilePlan, plan_compile_cache
 from .engines import StoreLookup, container_policy, engine_warnings, no_stores
 from .memory import GIB, memory_warnings
 from .pinning import CacheView, Pin, already_injected, cache_name_errors, resolve
@@ -121,7 +133,7 @@ TOOLS_INIT = "modelcache-tools"
 PREWARM_INIT = "modelcache-prewarm"
 WAIT_INIT_PREFIX = "modelcache-wait-"
 
-NOT_READY_POLICIES = ("wait", "deny", "ignore")
+NOT_READY_POLICIES = ("gate", "wait", "deny", "ignore")
 PREWARM_VALUES = ("off", "on")
 HF_ENV = (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1"))
 
@@ -130,6 +142,7 @@ HF_ENV = (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISAB
 class InjectionSettings:
     operator_image: str
     tools_dir: str = "/opt/modelcache"
+    compile_dir: str = "/var/cache/modelcache-compile"  # the pod's compile-cache folder, writable
     log_dir: str = "/var/log/modelcache"
     image_pull_policy: str = "IfNotPresent"
     # Our init containers run as this non-root uid (restricted Pod Security); model files must be readable.
@@ -175,6 +188,7 @@ class _Plan:
     tools: str  # volume names, "" when not needed
     log: str
     settings: InjectionSettings
+    compile: CompilePlan | None = None
 
     def tools_mount(self) -> dict[str, Any]:
         return {"name": self.tools, "mountPath": self.settings.tools_dir, "readOnly": True}
@@ -235,8 +249,10 @@ def mutate_pod(
     if not targets:
         warnings.extend(_unwarmed(pins))
     # Without a target container nothing would read what is warmed.
-    plan = _plan(pins, pod_prewarm_off or not targets, mutation, settings)
+    compile_plan = plan_compile_cache(pins, mutation, targets, annotations)
+    plan = _plan(pins, pod_prewarm_off or not targets, mutation, settings, compile_plan)
     mutation.init_containers(_init_containers(plan, mutation, targets))
+    mutation.scheduling_gates([gate_name(p.name) for p in plan.pins if p.gate])
     env = _env(names, plan.pins, warnings)
     skipped: dict[str, str] = {}
     for index in targets:
@@ -320,7 +336,8 @@ def _unwarmed(pins: list[Pin]) -> list[str]:
     ]
 
 
-def _plan(pins: list[Pin], pod_prewarm_off: bool, mutation: PodMutation, settings: InjectionSettings) -> _Plan:
+def _plan(pins: list[Pin], pod_prewarm_off: bool, mutation: PodMutation, settings: InjectionSettings,
+          compile_plan: CompilePlan | None) -> _Plan:
     post = [p for p in pins if p.prewarm_mode(pod_prewarm_off) == "postStart"]
     warm_init = [p for p in pins if p.prewarm_mode(pod_prewarm_off) == "initContainer"]
     waits = [p for p in pins if p.wait]
@@ -329,11 +346,12 @@ def _plan(pins: list[Pin], pod_prewarm_off: bool, mutation: PodMutation, setting
         tools = mutation.volume(TOOLS_VOLUME, {"emptyDir": {"sizeLimit": SMALL_EMPTYDIR}})
     log = mutation.volume(LOG_VOLUME, {"emptyDir": {"sizeLimit": SMALL_EMPTYDIR}}) if post else ""
     mutation.flush_volumes()
-    return _Plan(pins, post, warm_init, waits, tools, log, settings)
+    return _Plan(pins, post, warm_init, waits, tools, log, settings, compile_plan)
 
 
 def _init_containers(plan: _Plan, mutation: PodMutation, targets: list[int]) -> list[dict[str, Any]]:
-    """Ours, in order: tools, one wait per waiting cache, the initContainer-mode prewarm."""
+    """Ours, in order: tools, one wait per waiting cache, the initContainer-mode prewarm, the compile
+    cache's folder."""
     s = plan.settings
     inits: list[dict[str, Any]] = []
     if plan.tools:
@@ -356,6 +374,8 @@ def _init_containers(plan: _Plan, mutation: PodMutation, targets: list[int]) -> 
         mounts = [*(p.mount() for p in plan.warm_init), plan.tools_mount()]
         # Without a target container there is no prewarm (see mutate_pod), so targets[0] exists here.
         inits.append(plan.init(PREWARM_INIT, warm, mounts, mirror_cpu_memory(mutation.containers[targets[0]])))
+    if plan.compile:
+        inits.append(plan.compile.init_container(s.operator_image, s.image_pull_policy, s.run_as_user))
     return inits
 
 
@@ -391,6 +411,10 @@ def _edit_target(plan: _Plan, mutation: PodMutation, index: int, env: list[tuple
         mounts.append((plan.tools_mount(), "remove that mount or change the operator's tools directory"))
         log_mount = {"name": plan.log, "mountPath": s.log_dir}
         mounts.append((log_mount, "remove that mount or change the operator's prewarm log directory"))
+    if plan.compile:
+        hint = "remove that mount or change the operator's compile-cache directory"
+        mounts.append((plan.compile.mount(s.compile_dir), hint))
+        env = [*env, *compile_env(plan.compile.engine, s.compile_dir)]
     mutation.mounts(index, mounts)
     mutation.env(index, env)
     if plan.post and policy.skip_reason is None:

@@ -45,6 +45,7 @@ class Pin:
     mount_path: str
     download: str | None = None  # "<namespace>/<name>" of the ModelDownload whose folder this is
     volume: str = ""
+    gate: bool = False  # nothing is published yet: a scheduling gate holds the pod until it is published
 
     def prewarm_mode(self, pod_prewarm_off: bool) -> str:
         return "off" if pod_prewarm_off else self.spec.prewarm.mode
@@ -163,17 +164,19 @@ def resolve(name: str, view: CacheView | None, override: str | None, namespace: 
     status = view.status or ModelCacheStatus()
     mount_path = view.spec.serving.mountPath or f"/models/{name}"
 
-    def pin(revision: str, path: str, wait: bool) -> Resolution:
+    def pin(revision: str, path: str, hold: str) -> Resolution:
+        """hold: "" (published), "wait" (an init container waits) or "gate" (a scheduling gate waits)."""
         pvc = status.pvcName or ""
         # Garbage collection keeps a pod's folders by their download: the one that published the served
         # revision, or the running one for a pod that waits.
-        download = _ref(status.downloadRef if wait else status.servedFrom)
-        return Resolution(pin=Pin(name, view.spec, status, revision, path, pvc, wait, mount_path, download))
+        download = _ref(status.downloadRef if hold else status.servedFrom)
+        return Resolution(pin=Pin(name, view.spec, status, revision, path, pvc, hold == "wait", mount_path,
+                                  download, gate=hold == "gate"))
 
     # The last published revision, whatever the phase: during a revision change (Downloading, Verifying,
     # Failed) new pods get the complete old revision.
     if status.phase != "Deleting" and status.resolvedRevision and status.revisionPath and status.pvcName:
-        return pin(status.resolvedRevision, status.revisionPath, wait=False)
+        return pin(status.resolvedRevision, status.revisionPath, "")
     if override:
         policy, source = override, f"annotation {ANN_NOT_READY_POLICY}"
     else:
@@ -188,7 +191,7 @@ def _unpublished(
     *,
     policy: str,
     source: str,
-    pin: Callable[[str, str, bool], Resolution],
+    pin: Callable[[str, str, str], Resolution],
 ) -> Resolution:
     """Nothing published (or the cache is being deleted): notReadyPolicy decides."""
     what = f"{cache} is not Ready ({_not_ready_state(status)})"
@@ -198,7 +201,7 @@ def _unpublished(
         return Resolution(error=f"{what} and {source} is deny; create the pod again once the cache is Ready")
     if status.phase in ("Failed", "Deleting"):
         return Resolution(
-            error=f"{what}; {source} is wait, but a {status.phase} cache does not become Ready by waiting"
+            error=f"{what}; {source} is {policy}, but a {status.phase} cache does not become Ready by waiting"
         )
     pending = _pending(spec, status)
     if pending is None:
@@ -206,4 +209,5 @@ def _unpublished(
             error=f"{what} and is still resolving its revision and volume; the pod is denied "
             "for now and its controller will retry"
         )
-    return pin(*pending, True)
+    # gate or wait: the folder of the revision being downloaded, which is the one it will publish.
+    return pin(*pending, policy)

@@ -254,6 +254,17 @@ class PodMutation:
             }
         )
 
+    def scheduling_gates(self, names: list[str]) -> None:
+        """Add the named scheduling gates the pod does not have yet, after any of its own."""
+        present = {g.get("name") for g in self.spec.get("schedulingGates") or []}
+        new = [{"name": n} for n in names if n not in present]
+        if not new:
+            return
+        if "schedulingGates" in self.spec:
+            self.ops.extend({"op": "add", "path": "/spec/schedulingGates/-", "value": g} for g in new)
+        else:
+            self.ops.append({"op": "add", "path": "/spec/schedulingGates", "value": new})
+
     def annotations(self, values: dict[str, str]) -> None:
         # The caches annotation got us here, so metadata.annotations exists.
         current = self.pod["metadata"]["annotations"]

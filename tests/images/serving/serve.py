@@ -1,5 +1,11 @@
-"""Loads a safetensors model like a model server would, then reports ready and idles until SIGTERM."""
+"""Loads a safetensors model like a model server would, then reports ready and idles until SIGTERM.
 
+With TRITON_CACHE_DIR set (the injected compile cache) it also behaves like an engine's kernel cache at
+start: it reuses the compiled kernel of this model if the folder has one, else "compiles" it and writes it
+the way Triton does (a temporary file renamed into <cache>/<hash>/), so concurrent starts never see half a file.
+"""
+
+import hashlib
 import os
 import signal
 import sys
@@ -7,6 +13,18 @@ import time
 from pathlib import Path
 
 from safetensors.numpy import load_file
+
+
+def compiled_kernel(cache_dir: Path, parameters: int) -> str:
+    key = hashlib.sha256(f"standin-kernel:{parameters}".encode()).hexdigest()
+    kernel = cache_dir / key / "kernel.json"
+    if kernel.exists():
+        return f"serve: compile cache hit: {kernel} ({kernel.read_text().strip()})"
+    kernel.parent.mkdir(parents=True, exist_ok=True)
+    temporary = kernel.parent / f".{kernel.name}.{os.getpid()}.tmp"
+    temporary.write_text(f'{{"kernel": "{key[:12]}", "compiled_by": "{os.environ.get("HOSTNAME", "")}"}}\n')
+    os.replace(temporary, kernel)
+    return f"serve: compile cache miss: compiled and wrote {kernel}"
 
 
 def main() -> int:
@@ -24,6 +42,8 @@ def main() -> int:
         return 1
     print(f"serve: loaded {tensors} tensors ({parameters} parameters) from {len(files)} files in {model_dir} "
           f"in {time.monotonic() - started:.2f}s", flush=True)
+    if os.environ.get("TRITON_CACHE_DIR"):
+        print(compiled_kernel(Path(os.environ["TRITON_CACHE_DIR"]), parameters), flush=True)
     Path("/tmp/ready").write_text("ready\n")
     while True:
         time.sleep(3600)
