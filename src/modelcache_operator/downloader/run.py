@@ -372,7 +372,7 @@ class Downloader:
             source=ManifestSource(hub=plan.hub, repo=plan.repo,
                                   requestedRevision=plan.requested_revision, endpoint=plan.endpoint),
             revision=plan.revision,
-            files=[ManifestFile(path=f.path, size=f.size, sha256=hashes[f.path])
+            files=[ManifestFile(path=f.path, size=f.size, sha256=hashes[f.path], verified=f.hashed)
                    for f in sorted(plan.files, key=lambda f: f.path)],
             totalBytes=plan.total_bytes, fileCount=len(plan.files), format=detect_format(paths),
             model=model_info(read_config(target) if "config.json" in paths else None, paths),

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 import httpx2
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
 from huggingface_hub import errors as hf
+from huggingface_hub.hf_api import BlobLfsInfo, RepoFile
 from huggingface_hub.utils._headers import build_hf_headers
 
 from .errors import (
@@ -38,8 +39,9 @@ from .errors import (
     status_error,
 )
 from .hashing import sha256_file
+from .hf_listing import Listed, complete_listing, hashes_from_etag
 from .httpfetch import download, make_opener
-from .plan import Plan, RemoteFile, filter_files
+from .plan import Plan, RemoteFile, check_safe_path, filter_files
 
 OnBytes = Callable[[int], None]
 HEX_COMMIT = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
@@ -90,14 +92,28 @@ class HuggingFaceSource:
             info = api.model_info(self.repo, revision=requested_revision, files_metadata=True)
         if not info.sha:
             raise NotFound(f"{self.repo}@{requested_revision}: the hub returned no commit sha")
-        files = [
-            RemoteFile(path=s.rfilename, size=s.lfs.size if s.lfs else (s.size or 0),
-                       sha256=s.lfs.sha256 if s.lfs else None, git_oid=None if s.lfs else s.blob_id)
-            for s in info.siblings or []
-        ]
+        revision = info.sha
+        listed = filter_files([_listed(s.rfilename, s.size, s.blob_id, s.lfs) for s in info.siblings or []],
+                              allow, ignore)
+        for f in listed:
+            check_safe_path(f.path)  # before a HEAD goes out with that name in its URL
+
+        def tree() -> list[Listed]:
+            with self._errors(f"listing the tree of {self.repo}@{revision}"):
+                return [_listed(e.path, e.size, e.blob_id, e.lfs) for e in
+                        api.list_repo_tree(self.repo, recursive=True, revision=revision)
+                        if isinstance(e, RepoFile)]
+
+        def head(path: str) -> Listed:
+            with self._errors(f"HEAD {path}"):
+                meta = get_hf_file_metadata(hf_hub_url(self.repo, path, revision=revision, endpoint=self.endpoint),
+                                            token=self._token or False, endpoint=self.endpoint,
+                                            retry_on_errors=True)
+            sha256, git_oid = hashes_from_etag(meta.etag)
+            return Listed(path, meta.size, sha256, git_oid)
+
         return Plan(hub="huggingface", repo=self.repo, requested_revision=requested_revision,
-                    revision=info.sha, endpoint=self.endpoint,
-                    files=tuple(filter_files(files, allow, ignore)))
+                    revision=revision, endpoint=self.endpoint, files=tuple(complete_listing(listed, tree, head)))
 
     def partial_bytes(self, dest_dir: Path, f: RemoteFile) -> int:
         p = dest_dir / f.path
@@ -134,6 +150,13 @@ class HuggingFaceSource:
             fh.flush()
             os.fsync(fh.fileno())  # once per file: the data must be durable before the manifest says so
         return digest.hexdigest()
+
+
+def _listed(path: str, size: int | None, blob_id: str | None, lfs: BlobLfsInfo | None) -> Listed:
+    """A listing entry; an LFS file's blob id is its pointer's, so only the LFS sha256 checks its content."""
+    if lfs is not None:
+        return Listed(path, lfs.size if lfs.size is not None else size, lfs.sha256 or None, None)
+    return Listed(path, size, None, blob_id or None)
 
 
 # ----- ModelScope -----
