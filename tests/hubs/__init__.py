@@ -31,7 +31,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 SEND_CHUNK = 1 << 20
 
@@ -142,7 +142,7 @@ class FakeHub:
             raise HubStartError("hub not started")
         return f"http://{self.host}:{self._server.server_address[1]}{self.prefix}"
 
-    def start(self) -> FakeHub:
+    def start(self) -> Self:
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -173,7 +173,7 @@ class FakeHub:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> FakeHub:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -120,9 +120,10 @@ class VolumeLock:
                 self.lost.set()
                 return
             try:
-                with self.path.open("r+b") as f:
+                # A whole new file (O_TRUNC), never a rewrite in place: object-store mounts replace the
+                # object at close, and readers see the old heartbeat until then.
+                with self.path.open("wb") as f:
                     f.write(self._content())
-                    f.truncate()
             except OSError as e:
                 log.warning("Could not refresh the lock heartbeat: %s", e)
 

@@ -14,7 +14,6 @@ ModelScope: listing and downloads through the official `modelscope` / `modelscop
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import tempfile
@@ -38,10 +37,10 @@ from .errors import (
     Unauthorized,
     status_error,
 )
-from .hashing import sha256_file
 from .hf_listing import Listed, complete_listing, hashes_from_etag
 from .httpfetch import download, make_opener
 from .plan import Plan, RemoteFile, check_safe_path, filter_files
+from .sequential import SequentialFile
 
 OnBytes = Callable[[int], None]
 HEX_COMMIT = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
@@ -125,7 +124,6 @@ class HuggingFaceSource:
     def fetch(self, plan: Plan, f: RemoteFile, dest_dir: Path, on_bytes: OnBytes) -> str | None:
         what = f"downloading {f.path}"
         dest = dest_dir / f.path
-        dest.parent.mkdir(parents=True, exist_ok=True)
         with self._errors(what):
             url = hf_hub_url(plan.repo, f.path, revision=plan.revision, endpoint=self.endpoint)
             meta = get_hf_file_metadata(url, token=self._token or False, endpoint=self.endpoint,
@@ -136,20 +134,10 @@ class HuggingFaceSource:
             same_host = urlparse(meta.location).netloc == urlparse(url).netloc
             headers = build_hf_headers(token=(self._token or False) if same_host else False)
         auth = headers.pop("authorization", None)
-        existing = dest.stat().st_size if dest.is_file() else 0
-        if existing > f.size:
-            on_bytes(-f.size)  # counted as done, but it is not this file
-            existing = 0
-        digest = sha256_file(dest, existing) if existing else hashlib.sha256()
-        with dest.open("r+b" if dest.is_file() else "wb") as fh:
-            fh.truncate(existing)
-            fh.seek(existing)
-            digest = download(self._opener, meta.location, fh, start=existing, size=f.size, digest=digest,
-                              headers=headers, token_header=auth, on_bytes=on_bytes,
-                              timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT, what=what)
-            fh.flush()
-            os.fsync(fh.fileno())  # once per file: the data must be durable before the manifest says so
-        return digest.hexdigest()
+        with SequentialFile(dest, f.size, on_bytes) as out:
+            download(self._opener, meta.location, out, headers=headers, token_header=auth, on_bytes=on_bytes,
+                     timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT, what=what)
+        return out.digest.hexdigest()
 
 
 def _listed(path: str, size: int | None, blob_id: str | None, lfs: BlobLfsInfo | None) -> Listed:
