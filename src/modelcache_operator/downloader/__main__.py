@@ -138,11 +138,15 @@ def make_reporter(kind: str) -> Reporter:
     return KubernetesStatusReporter(load_api_client(), namespace, name)
 
 
-def write_termination_message(path: str, reason: str, message: str) -> None:
-    line = json.dumps({"reason": reason, "message": message})
+def write_termination_message(path: str, reason: str, message: str,
+                              report: dict[str, object] | None = None) -> None:
+    """`{"reason", "message"}`, plus the final report on success: the kubelet keeps it in the pod's status,
+    so the operator learns the outcome even when the last status patch was lost."""
+    extra = {"report": report} if report else {}
+    line = json.dumps({"reason": reason, "message": message, **extra})
     while len(line.encode()) > TERMINATION_MESSAGE_LIMIT:
         message = message[: len(message) * 3 // 4] + "…"
-        line = json.dumps({"reason": reason, "message": message})
+        line = json.dumps({"reason": reason, "message": message, **extra})
     try:
         with open(path, "w") as f:
             f.write(line + "\n")
@@ -162,7 +166,11 @@ def run(argv: list[str] | None = None) -> int:
         source = make_source(cfg.hub, cfg.repo, cfg.endpoint, token)
         route_library_loggers()
         downloader = Downloader(cfg, source, reporter)
-        downloader.run()
+        manifest = downloader.run()
+        final = downloader.last_report
+        write_termination_message(args.termination_log, "Published",
+                                  f"revision {manifest.revision} published ({manifest.fileCount} files)",
+                                  final.model_dump(mode="json", exclude_none=True) if final else None)
         return ExitCode.PUBLISHED
     except DownloadError as e:
         error: DownloadError = e

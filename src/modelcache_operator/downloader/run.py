@@ -129,6 +129,7 @@ class Downloader:
         self.reporter = reporter
         self.plan: Plan | None = None
         self.progress: Progress | None = None
+        self.last_report: DownloadReport | None = None
         self._stop = threading.Event()
 
     # ----- reporting -----
@@ -150,6 +151,7 @@ class Downloader:
         if manifest:
             report.bytesDone = report.bytesTotal = manifest.totalBytes
             report.filesDone = report.filesTotal = manifest.fileCount
+        self.last_report = report
         self.reporter.send(report, force=force)
 
     def fail(self, error: DownloadError, message: str) -> None:
