@@ -121,6 +121,9 @@ class FakeHub:
         self.bytes_served: dict[str, int] = defaultdict(int)
         self.requests: list[tuple[str, str]] = []
         self.auth_headers_seen: list[str] = []
+        self.ranges_seen: list[str] = []  # Range headers of file GETs
+        self.max_parallel_bodies = 0  # most file bodies sent at once
+        self._bodies = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -248,6 +251,9 @@ class FakeHub:
                 return
             status = 206
         length = end - start + 1
+        if rng and method == "GET":
+            with self._lock:
+                self.ranges_seen.append(rng)
         h.send_response(status)
         for k, v in headers.items():
             h.send_header(k, v)
@@ -263,6 +269,16 @@ class FakeHub:
 
     def _send_body(self, h: BaseHTTPRequestHandler, f: HubFile, start: int, length: int) -> None:
         h.wfile.flush()
+        with self._lock:
+            self._bodies += 1
+            self.max_parallel_bodies = max(self.max_parallel_bodies, self._bodies)
+        try:
+            self._send_range(h, f, start, length)
+        finally:
+            with self._lock:
+                self._bodies -= 1
+
+    def _send_range(self, h: BaseHTTPRequestHandler, f: HubFile, start: int, length: int) -> None:
         faults = self.faults
         sent = 0
         t0 = time.monotonic()

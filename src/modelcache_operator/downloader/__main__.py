@@ -90,6 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--endpoint", default=env("MC_ENDPOINT") or None, help="mirror or self-hosted hub URL")
     p.add_argument("--root", default=env("MC_ROOT"), help="the mounted volume root")
     p.add_argument("--max-workers", type=int, default=int(env("MC_MAX_WORKERS", "8")))
+    p.add_argument("--connections-per-file", type=int, default=int(env("MC_CONNECTIONS_PER_FILE", "8")),
+                   help="parallel ranged GETs for one file of 64 MiB or more (Hugging Face protocol); 1: one stream")
     p.add_argument("--report", default=env("MC_REPORT", "kubernetes" if env("MC_DOWNLOAD_NAME") else "none"),
                    choices=["kubernetes", "none"])
     p.add_argument("--termination-log", default=env("MC_TERMINATION_LOG", "/dev/termination-log"))
@@ -163,7 +165,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         cfg = build_config(args, token)
         reporter = make_reporter(args.report)
-        source = make_source(cfg.hub, cfg.repo, cfg.endpoint, token)
+        source = make_source(cfg.hub, cfg.repo, cfg.endpoint, token, max(1, args.connections_per_file))
         route_library_loggers()
         downloader = Downloader(cfg, source, reporter)
         manifest = downloader.run()

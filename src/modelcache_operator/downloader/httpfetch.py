@@ -25,7 +25,7 @@ from .errors import ChecksumMismatch, DownloadError, NetworkError, status_error
 from .sequential import SequentialFile
 
 BUFFER = 4 << 20  # per worker; big slices keep hashlib and write() outside the GIL
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
+CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 
 
 def make_opener() -> urllib.request.OpenerDirector:
@@ -35,12 +35,12 @@ def make_opener() -> urllib.request.OpenerDirector:
 
 def download(opener: urllib.request.OpenerDirector, url: str, out: SequentialFile, *, headers: dict[str, str],
              token_header: str | None, on_bytes: Callable[[int], None], timeout: float, what: str) -> None:
-    """Fetch bytes `out.start..out.size` of `url` into `out`, which hashes them after its existing prefix.
+    """Fetch bytes `out.position..out.size` of `url` into `out`, which hashes them after its existing prefix.
 
     A transfer that breaks or ends early raises NetworkError and leaves what arrived on disk, so a retry
     resumes with a Range request.
     """
-    start, size = out.start, out.size
+    start, size = out.position, out.size
     if start == size:
         return  # complete already; a Range request would get a 416
     if urlparse(url).scheme not in ("http", "https"):
@@ -64,7 +64,7 @@ def download(opener: urllib.request.OpenerDirector, url: str, out: SequentialFil
             out.restart()
             start = 0
         elif start:
-            m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
+            m = CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
             if resp.status != 206 or m is None or int(m.group(1)) != start:
                 raise NetworkError(f"{what}: asked for bytes {start}-, got HTTP {resp.status} "
                                    f"{resp.headers.get('Content-Range')}")

@@ -28,7 +28,8 @@ class SequentialFile:
         self._on_bytes = on_bytes
         self._fh: BinaryIO | None = None
         self.start = 0  # where this open continues the file
-        self.digest = hashlib.sha256()  # of bytes 0..start, then of everything written
+        self.position = 0  # where the next write goes
+        self.digest = hashlib.sha256()  # of bytes 0..position
 
     def __enter__(self) -> SequentialFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,24 +53,27 @@ class SequentialFile:
             self._on_bytes(-partial)
             self._fresh()
             return
-        self.start, self.digest = partial, digest
+        self.start = self.position = partial
+        self.digest = digest
 
     def _fresh(self) -> None:
         self.path.unlink(missing_ok=True)
         self._fh = self.path.open("wb")
-        self.start, self.digest = 0, hashlib.sha256()
+        self.start = self.position = 0
+        self.digest = hashlib.sha256()
 
     def restart(self) -> None:
         """The server sends the whole file after all: drop what is there and begin again at byte 0."""
         assert self._fh is not None
         self._fh.close()
-        self._on_bytes(-self.start)
+        self._on_bytes(-self.position)
         self._fresh()
 
     def write(self, data: memoryview) -> None:
         assert self._fh is not None
         self.digest.update(data)
         self._fh.write(data)
+        self.position += len(data)
 
     def __exit__(self, et: type[BaseException] | None, *rest: object) -> None:
         assert self._fh is not None

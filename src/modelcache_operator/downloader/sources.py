@@ -14,6 +14,7 @@ ModelScope: listing and downloads through the official `modelscope` / `modelscop
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
@@ -40,9 +41,12 @@ from .errors import (
 from .hf_listing import Listed, complete_listing, hashes_from_etag
 from .httpfetch import download, make_opener
 from .plan import Plan, RemoteFile, check_safe_path, filter_files
+from .ranged import RangesUnsupported, download_ranged
 from .sequential import SequentialFile
 
 OnBytes = Callable[[int], None]
+RANGED_MIN_BYTES = 64 << 20  # smaller files gain little from parallel ranges; the file-level pool covers them
+log = logging.getLogger(__name__)
 HEX_COMMIT = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 
 
@@ -65,8 +69,9 @@ class Source(Protocol):
 # ----- Hugging Face -----
 
 class HuggingFaceSource:
-    def __init__(self, repo: str, endpoint: str | None, token: str | None) -> None:
+    def __init__(self, repo: str, endpoint: str | None, token: str | None, connections_per_file: int = 1) -> None:
         self.repo = repo
+        self._connections = connections_per_file
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self._token = token
         self._opener = make_opener()
@@ -134,9 +139,16 @@ class HuggingFaceSource:
             same_host = urlparse(meta.location).netloc == urlparse(url).netloc
             headers = build_hf_headers(token=(self._token or False) if same_host else False)
         auth = headers.pop("authorization", None)
+        timeout = constants.HF_HUB_DOWNLOAD_TIMEOUT
         with SequentialFile(dest, f.size, on_bytes) as out:
+            if self._connections > 1 and f.size - out.start >= RANGED_MIN_BYTES:
+                try:
+                    download_ranged(self._opener, meta.location, out, headers=headers, token_header=auth,
+                                    connections=self._connections, on_bytes=on_bytes, timeout=timeout, what=what)
+                except RangesUnsupported:
+                    log.info("%s: the server ignores Range; one stream for the rest", f.path)
             download(self._opener, meta.location, out, headers=headers, token_header=auth, on_bytes=on_bytes,
-                     timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT, what=what)
+                     timeout=timeout, what=what)
         return out.digest.hexdigest()
 
 
@@ -272,9 +284,10 @@ class ModelScopeSource:
         return None
 
 
-def make_source(hub: str, repo: str, endpoint: str | None, token: str | None) -> Source:
+def make_source(hub: str, repo: str, endpoint: str | None, token: str | None,
+                connections_per_file: int = 1) -> Source:
     if hub == "huggingface":
-        return HuggingFaceSource(repo, endpoint, token)
+        return HuggingFaceSource(repo, endpoint, token, connections_per_file)
     if hub == "modelscope":
         return ModelScopeSource(repo, endpoint, token)
     raise InvalidArgument(f"unknown hub {hub!r}; expected huggingface or modelscope")
