@@ -89,7 +89,7 @@ class Faults:
     reset_after_bytes: int | None = None  # cut the connection (RST) after this many body bytes of a file ...
     reset_times: int = 1  # ... this many times in total
     wrong_sha256: set[str] = field(default_factory=set)  # paths whose listed sha256 is wrong
-    bytes_per_second: int | None = None  # throttle each file body
+    bytes_per_second: int | None = None  # cap each file body (each connection), paced from its first byte
     ignore_range: bool = False  # answer Range requests with the whole file (200), like some CDNs
     unsafe_names: list[str] = field(default_factory=list)  # extra listed names (served as 404)
 
@@ -292,6 +292,11 @@ class FakeHub:
                     cut = faults.reset_after_bytes is not None and faults.reset_times > 0
                     if cut and faults.reset_after_bytes is not None and sent + n > faults.reset_after_bytes:
                         n = max(0, faults.reset_after_bytes - sent)
+                if n and faults.bytes_per_second:
+                    # Pace before sending, so that no response (however short) gets more than the cap.
+                    ahead = (sent + n) / faults.bytes_per_second - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
                 if n:
                     if fh is not None:
                         n = h.connection.sendfile(fh, offset=start + sent, count=n)
@@ -305,10 +310,6 @@ class FakeHub:
                     with self._lock:
                         faults.reset_times -= 1
                     raise _Reset()
-                if faults.bytes_per_second:
-                    ahead = sent / faults.bytes_per_second - (time.monotonic() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
         finally:
             if fh is not None:
                 fh.close()
