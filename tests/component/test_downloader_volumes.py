@@ -121,7 +121,8 @@ def test_kill_9_then_resume(sharded_hub: FakeHub, volume: Volume) -> None:
     repo = hub.repos[REPO]
     total = sum(f.size for f in repo.files.values())
     hub.faults.bytes_per_second = 8 << 20
-    proc = spawn(hub, root, MC_MAX_WORKERS="2")
+    # One stream per file, so a file is cut anywhere (parallel ranges cut at parts: test_downloader_ranged).
+    proc = spawn(hub, root, MC_MAX_WORKERS="2", MC_CONNECTIONS_PER_FILE="1")
     deadline = time.monotonic() + 60
     while sum(hub.bytes_served.values()) < total // 2 and time.monotonic() < deadline:
         time.sleep(0.05)
