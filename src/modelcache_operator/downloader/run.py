@@ -226,7 +226,7 @@ class Downloader:
             log.info("Downloaded %s", self.progress.line())
 
             self.report("Verifying", force=True)
-            manifest = self._publish(plan, target, hashes)
+            manifest = self._publish(plan, target, hashes, lock)
             self.report("Published", manifest=manifest)
             log.info("Published %s (%s, %d files, format %s)", target, human_bytes(manifest.totalBytes),
                      manifest.fileCount, manifest.format)
@@ -360,7 +360,7 @@ class Downloader:
 
     # ----- publish -----
 
-    def _publish(self, plan: Plan, target: Path, hashes: dict[str, str]) -> Manifest:
+    def _publish(self, plan: Plan, target: Path, hashes: dict[str, str], lock: VolumeLock) -> Manifest:
         problems = size_problems(target, ((f.path, f.size) for f in plan.files))
         if problems:
             raise ChecksumMismatch("; ".join(problems[:5]))
@@ -379,6 +379,7 @@ class Downloader:
             totalBytes=plan.total_bytes, fileCount=len(plan.files), format=detect_format(paths),
             model=model_info(read_config(target) if "config.json" in paths else None, paths),
             createdAt=now_rfc3339())
+        lock.check_held()  # fencing: only the current holder publishes
         write_manifest(target, manifest)
         shutil.rmtree(target / META_DIR / VERIFIED_DIR, ignore_errors=True)
         return manifest
