@@ -307,9 +307,11 @@ class FakeHub:
                     with self._lock:
                         self.bytes_served[f.path] += n
                 if cut and faults.reset_after_bytes is not None and sent >= faults.reset_after_bytes:
-                    with self._lock:
-                        faults.reset_times -= 1
-                    raise _Reset()
+                    with self._lock:  # parallel bodies may reach the cut together: only reset_times of them
+                        cut = faults.reset_times > 0
+                        faults.reset_times -= int(cut)
+                    if cut:
+                        raise _Reset()
         finally:
             if fh is not None:
                 fh.close()

@@ -4,7 +4,9 @@ Hubs and CDNs cap each connection, so one stream is the bottleneck for a 100 GB 
 `connections` parts of `part_size` bytes are in flight at once, each its own `Range` request into its own
 buffer; the calling thread takes the parts in file order and hands each to the `SequentialFile` (sha256 and
 an append-only write), so the file is written front to back exactly as a single stream would write it.
-Memory is bounded: at most `2 * connections` part buffers exist (in flight or waiting for their turn).
+Memory is bounded per process, however many big files download at once: at most `PARTS_IN_MEMORY` part
+buffers exist (in flight or waiting for their turn), shared by all files; a file whose window is empty
+waits for a free buffer, one with parts in hand writes them first, so the files never wait on each other.
 
 A part that breaks is fetched again (a few times); a part that keeps failing raises NetworkError with the
 file written up to the last whole part before it, so the outer retry resumes by appending.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import http.client
 import logging
+import threading
 import urllib.error
 import urllib.request
 from collections import deque
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 
 PART_SIZE = 8 << 20
 PART_ATTEMPTS = 4
+PARTS_IN_MEMORY = 16  # 128 MiB of part buffers per process
+_buffers = threading.BoundedSemaphore(PARTS_IN_MEMORY)
 
 
 class RangesUnsupported(Exception):
@@ -57,14 +62,21 @@ def download_ranged(opener: urllib.request.OpenerDirector, url: str, out: Sequen
         window: deque[cf.Future[memoryview]] = deque()
         try:
             while starts or window:
-                while starts and len(window) < 2 * connections:
+                # Block for a buffer only with none in hand; otherwise take what is free and write meanwhile.
+                while starts and len(window) < 2 * connections and _buffers.acquire(blocking=not window):
                     window.append(pool.submit(fetch, starts.popleft()))
-                part = window.popleft().result()  # strictly in file order
-                out.write(part)
-                on_bytes(len(part))
+                head = window.popleft()
+                try:
+                    part = head.result()  # strictly in file order
+                    out.write(part)
+                    on_bytes(len(part))
+                finally:
+                    _buffers.release()
         finally:
             for fut in window:
-                fut.cancel()
+                if not fut.cancel():
+                    fut.exception()  # wait: its buffer is not free before the part ends
+                _buffers.release()
 
 
 def _get_part(opener: urllib.request.OpenerDirector, url: str, first: int, last: int, *, size: int,
