@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import http.client
 import logging
+import queue
 import threading
 import urllib.error
 import urllib.request
@@ -32,7 +33,33 @@ log = logging.getLogger(__name__)
 PART_SIZE = 8 << 20
 PART_ATTEMPTS = 4
 PARTS_IN_MEMORY = 16  # 128 MiB of part buffers per process
-_buffers = threading.BoundedSemaphore(PARTS_IN_MEMORY)
+
+
+class _Buffers:
+    """A fixed set of part buffers, allocated once: fresh 8 MiB allocations per part would churn the
+    allocator's per-thread arenas and grow the RSS far past the buffers in use."""
+
+    def __init__(self) -> None:
+        self._free: queue.LifoQueue[bytearray] = queue.LifoQueue()
+        self._made = 0
+        self._lock = threading.Lock()
+
+    def take(self, wait: bool) -> bytearray | None:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._made < PARTS_IN_MEMORY:
+                self._made += 1
+                return bytearray(PART_SIZE)
+        return self._free.get() if wait else None
+
+    def give(self, buf: bytearray) -> None:
+        self._free.put(buf)
+
+
+_buffers = _Buffers()
 
 
 class RangesUnsupported(Exception):
@@ -46,12 +73,12 @@ def download_ranged(opener: urllib.request.OpenerDirector, url: str, out: Sequen
     """Bytes `out.position..out.size` of `url` into `out` over up to `connections` parallel ranged GETs."""
     starts = deque(range(out.position, out.size, part_size))
 
-    def fetch(first: int) -> memoryview:
+    def fetch(first: int, buf: bytearray) -> memoryview:
         last = min(first + part_size, out.size) - 1
         for attempt in range(1, PART_ATTEMPTS + 1):
             try:
-                return _get_part(opener, url, first, last, size=out.size, headers=headers,
-                                 token_header=token_header, timeout=timeout, what=what)
+                return _get_part(opener, url, first, last, memoryview(buf)[:last - first + 1], size=out.size,
+                                 headers=headers, token_header=token_header, timeout=timeout, what=what)
             except NetworkError as e:
                 if attempt == PART_ATTEMPTS:
                     raise
@@ -59,27 +86,30 @@ def download_ranged(opener: urllib.request.OpenerDirector, url: str, out: Sequen
         raise AssertionError("unreachable")
 
     with cf.ThreadPoolExecutor(connections, thread_name_prefix="range") as pool:
-        window: deque[cf.Future[memoryview]] = deque()
+        window: deque[tuple[cf.Future[memoryview], bytearray]] = deque()
         try:
             while starts or window:
-                # Block for a buffer only with none in hand; otherwise take what is free and write meanwhile.
-                while starts and len(window) < 2 * connections and _buffers.acquire(blocking=not window):
-                    window.append(pool.submit(fetch, starts.popleft()))
-                head = window.popleft()
+                # Wait for a buffer only with none in hand; otherwise take what is free and write meanwhile.
+                while starts and len(window) < 2 * connections:
+                    buf = _buffers.take(wait=not window)
+                    if buf is None:
+                        break
+                    window.append((pool.submit(fetch, starts.popleft(), buf), buf))
+                head, buf = window.popleft()
                 try:
                     part = head.result()  # strictly in file order
                     out.write(part)
                     on_bytes(len(part))
                 finally:
-                    _buffers.release()
+                    _buffers.give(buf)
         finally:
-            for fut in window:
+            for fut, buf in window:
                 if not fut.cancel():
-                    fut.exception()  # wait: its buffer is not free before the part ends
-                _buffers.release()
+                    fut.exception()  # wait: the buffer is not free before its part ends
+                _buffers.give(buf)
 
 
-def _get_part(opener: urllib.request.OpenerDirector, url: str, first: int, last: int, *, size: int,
+def _get_part(opener: urllib.request.OpenerDirector, url: str, first: int, last: int, buf: memoryview, *, size: int,
               headers: dict[str, str], token_header: str | None, timeout: float, what: str) -> memoryview:
     req = urllib.request.Request(url, headers={**headers, "Accept-Encoding": "identity",  # noqa: S310
                                                "Range": f"bytes={first}-{last}"})
@@ -101,7 +131,6 @@ def _get_part(opener: urllib.request.OpenerDirector, url: str, first: int, last:
                                f"{resp.headers.get('Content-Range')}")
         if m.group(2) != "*" and int(m.group(2)) != size:
             raise ChecksumMismatch(f"{what}: the hub serves {m.group(2)} bytes, listing says {size}")
-        buf = memoryview(bytearray(last - first + 1))
         done = 0
         while done < len(buf):
             try:
