@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ HUB_NAMES = {HuggingFaceHub: "huggingface", ModelScopeHub: "modelscope"}
 class Result:
     code: int
     stderr: str
-    termination: dict[str, str] | None
+    termination: dict[str, Any] | None
     root: Path
 
     @property

@@ -31,7 +31,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 SEND_CHUNK = 1 << 20
 
@@ -89,7 +89,7 @@ class Faults:
     reset_after_bytes: int | None = None  # cut the connection (RST) after this many body bytes of a file ...
     reset_times: int = 1  # ... this many times in total
     wrong_sha256: set[str] = field(default_factory=set)  # paths whose listed sha256 is wrong
-    bytes_per_second: int | None = None  # throttle each file body
+    bytes_per_second: int | None = None  # cap each file body (each connection), paced from its first byte
     ignore_range: bool = False  # answer Range requests with the whole file (200), like some CDNs
     unsafe_names: list[str] = field(default_factory=list)  # extra listed names (served as 404)
 
@@ -121,6 +121,9 @@ class FakeHub:
         self.bytes_served: dict[str, int] = defaultdict(int)
         self.requests: list[tuple[str, str]] = []
         self.auth_headers_seen: list[str] = []
+        self.ranges_seen: list[str] = []  # Range headers of file GETs
+        self.max_parallel_bodies = 0  # most file bodies sent at once
+        self._bodies = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -142,7 +145,7 @@ class FakeHub:
             raise HubStartError("hub not started")
         return f"http://{self.host}:{self._server.server_address[1]}{self.prefix}"
 
-    def start(self) -> FakeHub:
+    def start(self) -> Self:
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -173,7 +176,7 @@ class FakeHub:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> FakeHub:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -248,6 +251,9 @@ class FakeHub:
                 return
             status = 206
         length = end - start + 1
+        if rng and method == "GET":
+            with self._lock:
+                self.ranges_seen.append(rng)
         h.send_response(status)
         for k, v in headers.items():
             h.send_header(k, v)
@@ -263,6 +269,16 @@ class FakeHub:
 
     def _send_body(self, h: BaseHTTPRequestHandler, f: HubFile, start: int, length: int) -> None:
         h.wfile.flush()
+        with self._lock:
+            self._bodies += 1
+            self.max_parallel_bodies = max(self.max_parallel_bodies, self._bodies)
+        try:
+            self._send_range(h, f, start, length)
+        finally:
+            with self._lock:
+                self._bodies -= 1
+
+    def _send_range(self, h: BaseHTTPRequestHandler, f: HubFile, start: int, length: int) -> None:
         faults = self.faults
         sent = 0
         t0 = time.monotonic()
@@ -276,6 +292,11 @@ class FakeHub:
                     cut = faults.reset_after_bytes is not None and faults.reset_times > 0
                     if cut and faults.reset_after_bytes is not None and sent + n > faults.reset_after_bytes:
                         n = max(0, faults.reset_after_bytes - sent)
+                if n and faults.bytes_per_second:
+                    # Pace before sending, so that no response (however short) gets more than the cap.
+                    ahead = (sent + n) / faults.bytes_per_second - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
                 if n:
                     if fh is not None:
                         n = h.connection.sendfile(fh, offset=start + sent, count=n)
@@ -286,13 +307,11 @@ class FakeHub:
                     with self._lock:
                         self.bytes_served[f.path] += n
                 if cut and faults.reset_after_bytes is not None and sent >= faults.reset_after_bytes:
-                    with self._lock:
-                        faults.reset_times -= 1
-                    raise _Reset()
-                if faults.bytes_per_second:
-                    ahead = sent / faults.bytes_per_second - (time.monotonic() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
+                    with self._lock:  # parallel bodies may reach the cut together: only reset_times of them
+                        cut = faults.reset_times > 0
+                        faults.reset_times -= int(cut)
+                    if cut:
+                        raise _Reset()
         finally:
             if fh is not None:
                 fh.close()

@@ -18,6 +18,7 @@ from modelcache_operator.downloader.manifest import (
     verify_manifest,
     write_manifest,
 )
+from modelcache_operator.downloader.sequential import SequentialFile
 from tests.hubs.huggingface import HuggingFaceHub
 
 
@@ -74,13 +75,12 @@ def test_download_resumes_and_hashes_the_whole_file(tmp_path: Path, ignore_range
     prefix = body[:12] if not ignore_range else b"STALE-PREFIX"  # a server ignoring Range replaces it all
     dest.write_bytes(prefix)
     counted: list[int] = []
-    with hub, dest.open("r+b") as fh:
-        fh.seek(len(prefix))
-        digest = download(make_opener(), f"{hub.url}/org/m/resolve/{sha}/w.bin", fh, start=len(prefix),
-                          size=len(body), digest=hashlib.sha256(prefix), headers={}, token_header=None,
-                          on_bytes=counted.append, timeout=10, what="w.bin")
+    with hub, SequentialFile(dest, len(body), counted.append) as out:
+        assert out.start == len(prefix)  # continued by appending, not rewritten
+        download(make_opener(), f"{hub.url}/org/m/resolve/{sha}/w.bin", out, headers={}, token_header=None,
+                 on_bytes=counted.append, timeout=10, what="w.bin")
     assert dest.read_bytes() == body
-    assert digest.hexdigest() == hashlib.sha256(body).hexdigest()
+    assert out.digest.hexdigest() == hashlib.sha256(body).hexdigest()
     # The prefix was counted before; progress must end at the file's real size.
     assert len(prefix) + sum(counted) == len(body)
     assert hub.bytes_served["w.bin"] == len(body) - (0 if ignore_range else len(prefix))

@@ -26,6 +26,7 @@ class JobObservation:
     failed: bool = False
     failure_reason: str | None = None
     failure_message: str | None = None
+    final_report: api.DownloadReport | None = None  # a Complete Job's Published report, from its termination message
 
 
 def human_bytes(size: int) -> str:
@@ -87,6 +88,7 @@ class DownloadObservation:
     blocked: ConditionValue | None = None  # the Job cannot be created yet: (False, reason, message)
     previous: dict[str, Any] = field(default_factory=dict)
     unused_since: str | None = None  # since when no cache wants and no pod uses it
+    report_from_job: bool = False  # `report` came from the Job's termination message, not from status
 
 
 def _download_verdict(obs: DownloadObservation) -> tuple[api.Phase, ConditionValue]:
@@ -134,4 +136,8 @@ def download_status(obs: DownloadObservation, now: str) -> dict[str, Any]:
         status["resolvedRevision"] = obs.report.resolvedRevision
     if obs.report and obs.report.state == "Published":
         status["sizeBytes"] = obs.report.bytesTotal
+        if obs.report_from_job:
+            # Taken from the Job's termination message (the downloader's last patch was lost): kept in status,
+            # so that deleting the Job loses nothing.
+            status["download"] = obs.report.model_dump(mode="json", exclude_none=True)
     return status

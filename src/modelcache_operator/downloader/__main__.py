@@ -90,6 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--endpoint", default=env("MC_ENDPOINT") or None, help="mirror or self-hosted hub URL")
     p.add_argument("--root", default=env("MC_ROOT"), help="the mounted volume root")
     p.add_argument("--max-workers", type=int, default=int(env("MC_MAX_WORKERS", "8")))
+    p.add_argument("--connections-per-file", type=int, default=int(env("MC_CONNECTIONS_PER_FILE", "8")),
+                   help="parallel ranged GETs for one file of 64 MiB or more (Hugging Face protocol); 1: one stream")
     p.add_argument("--report", default=env("MC_REPORT", "kubernetes" if env("MC_DOWNLOAD_NAME") else "none"),
                    choices=["kubernetes", "none"])
     p.add_argument("--termination-log", default=env("MC_TERMINATION_LOG", "/dev/termination-log"))
@@ -138,11 +140,15 @@ def make_reporter(kind: str) -> Reporter:
     return KubernetesStatusReporter(load_api_client(), namespace, name)
 
 
-def write_termination_message(path: str, reason: str, message: str) -> None:
-    line = json.dumps({"reason": reason, "message": message})
+def write_termination_message(path: str, reason: str, message: str,
+                              report: dict[str, object] | None = None) -> None:
+    """`{"reason", "message"}`, plus the final report on success: the kubelet keeps it in the pod's status,
+    so the operator learns the outcome even when the last status patch was lost."""
+    extra = {"report": report} if report else {}
+    line = json.dumps({"reason": reason, "message": message, **extra})
     while len(line.encode()) > TERMINATION_MESSAGE_LIMIT:
         message = message[: len(message) * 3 // 4] + "…"
-        line = json.dumps({"reason": reason, "message": message})
+        line = json.dumps({"reason": reason, "message": message, **extra})
     try:
         with open(path, "w") as f:
             f.write(line + "\n")
@@ -159,10 +165,14 @@ def run(argv: list[str] | None = None) -> int:
     try:
         cfg = build_config(args, token)
         reporter = make_reporter(args.report)
-        source = make_source(cfg.hub, cfg.repo, cfg.endpoint, token)
+        source = make_source(cfg.hub, cfg.repo, cfg.endpoint, token, max(1, args.connections_per_file))
         route_library_loggers()
         downloader = Downloader(cfg, source, reporter)
-        downloader.run()
+        manifest = downloader.run()
+        final = downloader.last_report
+        write_termination_message(args.termination_log, "Published",
+                                  f"revision {manifest.revision} published ({manifest.fileCount} files)",
+                                  final.model_dump(mode="json", exclude_none=True) if final else None)
         return ExitCode.PUBLISHED
     except DownloadError as e:
         error: DownloadError = e

@@ -12,21 +12,20 @@ same CA trust (httpcore2's context, honouring SSL_CERT_FILE/SSL_CERT_DIR), and r
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import BinaryIO
 from urllib.parse import urlparse
 
 import httpcore2
 
 from .errors import ChecksumMismatch, DownloadError, NetworkError, status_error
+from .sequential import SequentialFile
 
 BUFFER = 4 << 20  # per worker; big slices keep hashlib and write() outside the GIL
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
+CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 
 
 def make_opener() -> urllib.request.OpenerDirector:
@@ -34,16 +33,16 @@ def make_opener() -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(urllib.request.HTTPSHandler(context=httpcore2.default_ssl_context()))
 
 
-def download(opener: urllib.request.OpenerDirector, url: str, fh: BinaryIO, *, start: int, size: int,
-             digest: hashlib._Hash, headers: dict[str, str], token_header: str | None,
-             on_bytes: Callable[[int], None], timeout: float, what: str) -> hashlib._Hash:
-    """Fetch bytes `start..size` of `url` into `fh` (positioned at `start`; `digest` covers what is before it).
+def download(opener: urllib.request.OpenerDirector, url: str, out: SequentialFile, *, headers: dict[str, str],
+             token_header: str | None, on_bytes: Callable[[int], None], timeout: float, what: str) -> None:
+    """Fetch bytes `out.position..out.size` of `url` into `out`, which hashes them after its existing prefix.
 
-    Returns the sha256 state of the whole file. A transfer that breaks or ends early raises NetworkError and
-    leaves what arrived on disk, so a retry resumes with a Range request.
+    A transfer that breaks or ends early raises NetworkError and leaves what arrived on disk, so a retry
+    resumes with a Range request.
     """
+    start, size = out.position, out.size
     if start == size:
-        return digest  # complete already; a Range request would get a 416
+        return  # complete already; a Range request would get a 416
     if urlparse(url).scheme not in ("http", "https"):
         raise DownloadError(f"{what}: refusing to fetch {url!r}: not http(s)")  # e.g. a hub pointing at file:
     req = urllib.request.Request(url, headers={**headers, "Accept-Encoding": "identity"})  # noqa: S310  (checked)
@@ -62,12 +61,10 @@ def download(opener: urllib.request.OpenerDirector, url: str, fh: BinaryIO, *, s
     with resp:
         if start and resp.status == 200:
             # The server ignored Range and sends the whole file: start over, hash included.
-            on_bytes(-start)
-            fh.seek(0)
-            fh.truncate()
-            start, digest = 0, hashlib.sha256()
+            out.restart()
+            start = 0
         elif start:
-            m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
+            m = CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
             if resp.status != 206 or m is None or int(m.group(1)) != start:
                 raise NetworkError(f"{what}: asked for bytes {start}-, got HTTP {resp.status} "
                                    f"{resp.headers.get('Content-Range')}")
@@ -86,11 +83,8 @@ def download(opener: urllib.request.OpenerDirector, url: str, fh: BinaryIO, *, s
                 raise NetworkError(f"{what}: {type(e).__name__} after {done} of {size} bytes") from None
             if not n:
                 break
-            chunk = buf[:n]
-            digest.update(chunk)
-            fh.write(chunk)
+            out.write(buf[:n])
             on_bytes(n)
             done += n
     if done != size:
         raise NetworkError(f"{what}: transfer ended early, {done} of {size} bytes")
-    return digest

@@ -3,6 +3,14 @@
 flock is not reliable on NFS and object-store FUSE mounts, and two clusters may share a bucket, so the lock is
 a plain file holding who owns it and when it last beat. A lock whose heartbeat is older than `stale_after`
 belongs to a dead writer and is taken over.
+
+Inside one cluster the operator runs one Job per revision folder, and a Job with a podFailurePolicy starts a
+replacement pod only once the previous one has failed; so a lock left by another pod of our own Job belongs
+to a pod known to be gone, and is taken over at once. The clock-based rules remain for writers in other
+clusters, with their limits: heartbeats are compared across machines (clock skew shifts "stale"), and on
+storage without O_EXCL atomicity (ossfs, s3fs) two writers taking over one stale lock can both believe they
+hold it until the verify step. Two fences narrow that: a heartbeat that cannot be written for half the stale
+period stops the writer, and the manifest is published only while the lock file still holds our token.
 """
 
 from __future__ import annotations
@@ -77,10 +85,12 @@ class VolumeLock:
             try:
                 self._acquire_once()
                 return
-            except LockHeld:
-                if time.monotonic() >= deadline:
+            except LockHeld as e:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise
-                time.sleep(min(self.heartbeat_interval, max(0.1, deadline - time.monotonic())))
+                log.info("Waiting for the volume lock (%.0fs left): %s", left, e)  # says why, every beat
+                time.sleep(min(self.heartbeat_interval, max(0.1, left)))
 
     def _acquire_once(self) -> None:
         for _ in range(3):
@@ -90,12 +100,16 @@ class VolumeLock:
             if holder is None:
                 continue  # released between our create and read
             age = self._age(holder)
-            if age <= self.stale_after:
+            if self._left_by_our_job(holder):
+                log.warning("Taking over %s from %s, an earlier pod of this Job: a Job starts a new pod only "
+                            "after the previous one failed", self.path, holder.get("holder"))
+            elif age <= self.stale_after:
                 who = {k: holder.get(k) for k in ("holder", "pid", "job") if holder.get(k) is not None}
                 raise LockHeld(f"{self.path} is held by {who or 'an unknown writer'}, "
                                f"last heartbeat {age:.0f}s ago (stale after {self.stale_after:.0f}s)")
-            log.warning("Taking over a stale lock %s (heartbeat %.0fs ago, holder %s)", self.path, age,
-                        holder.get("holder"))
+            else:
+                log.warning("Taking over a stale lock %s (heartbeat %.0fs ago, holder %s)", self.path, age,
+                            holder.get("holder"))
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
         else:
@@ -106,6 +120,16 @@ class VolumeLock:
         self._thread = threading.Thread(target=self._beat, name="lock-heartbeat", daemon=True)
         self._thread.start()
 
+    def _left_by_our_job(self, holder: dict[str, Any]) -> bool:
+        job, me = self.identity.get("job"), self.identity.get("holder")
+        return bool(job) and holder.get("job") == job and bool(holder.get("holder")) and holder.get("holder") != me
+
+    def check_held(self) -> None:
+        """The fencing check before publishing: the lock file must still hold our token."""
+        if self.lost.is_set():
+            raise LockHeld(f"lost the volume lock {self.path}")
+        self._verify()
+
     def _verify(self) -> None:
         holder = self._read()
         if holder is not None and holder.get("token") != self.token and holder != {}:
@@ -113,6 +137,7 @@ class VolumeLock:
             raise LockHeld(f"lost {self.path} to {holder.get('holder')} (pid {holder.get('pid')})")
 
     def _beat(self) -> None:
+        last_ok = time.monotonic()
         while not self._stop.wait(self.heartbeat_interval):
             holder = self._read()
             if holder is None or (holder and holder.get("token") != self.token):
@@ -120,10 +145,18 @@ class VolumeLock:
                 self.lost.set()
                 return
             try:
-                with self.path.open("r+b") as f:
+                # A whole new file (O_TRUNC), never a rewrite in place: object-store mounts replace the
+                # object at close, and readers see the old heartbeat until then.
+                with self.path.open("wb") as f:
                     f.write(self._content())
-                    f.truncate()
+                last_ok = time.monotonic()
             except OSError as e:
+                silent = time.monotonic() - last_ok
+                if silent > self.stale_after / 2:
+                    # Others may judge us stale soon; stop before two writers share the folder.
+                    log.error("No lock heartbeat written for %.0fs (%s); stopping", silent, e)
+                    self.lost.set()
+                    return
                 log.warning("Could not refresh the lock heartbeat: %s", e)
 
     def release(self) -> None:

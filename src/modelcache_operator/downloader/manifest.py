@@ -35,7 +35,8 @@ class ManifestSource(_Strict):
 class ManifestFile(_Strict):
     path: str
     size: int
-    sha256: str
+    sha256: str  # of the bytes on the volume
+    verified: bool = True  # False: the hub gave no hash for it anywhere; its size was checked, not its content
 
 
 class ModelInfo(_Strict):

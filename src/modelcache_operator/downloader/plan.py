@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from huggingface_hub.utils._paths import filter_repo_objects  # documented as huggingface_hub.utils.*
 
@@ -20,6 +21,11 @@ class RemoteFile:
     size: int
     sha256: str | None = None  # LFS files on HF, every file on ModelScope
     git_oid: str | None = None  # HF non-LFS files: the git blob sha1
+
+    @property
+    def hashed(self) -> bool:
+        """False: the hub gives no hash anywhere; only the size can be checked."""
+        return self.sha256 is not None or self.git_oid is not None
 
 
 @dataclass(frozen=True)
@@ -37,8 +43,16 @@ class Plan:
         return sum(f.size for f in self.files)
 
 
-def filter_files(files: Iterable[RemoteFile], allow: Sequence[str] | None,
-                 ignore: Sequence[str] | None) -> list[RemoteFile]:
+class _Named(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+Named = TypeVar("Named", bound=_Named)
+
+
+def filter_files(files: Iterable[Named], allow: Sequence[str] | None,
+                 ignore: Sequence[str] | None) -> list[Named]:
     """huggingface_hub's own filter (fnmatch, a trailing "/" means the whole directory), for both hubs."""
     return list(filter_repo_objects(list(files), allow_patterns=list(allow) if allow else None,
                                     ignore_patterns=list(ignore) if ignore else None, key=lambda f: f.path))

@@ -129,6 +129,7 @@ class Downloader:
         self.reporter = reporter
         self.plan: Plan | None = None
         self.progress: Progress | None = None
+        self.last_report: DownloadReport | None = None
         self._stop = threading.Event()
 
     # ----- reporting -----
@@ -150,6 +151,7 @@ class Downloader:
         if manifest:
             report.bytesDone = report.bytesTotal = manifest.totalBytes
             report.filesDone = report.filesTotal = manifest.fileCount
+        self.last_report = report
         self.reporter.send(report, force=force)
 
     def fail(self, error: DownloadError, message: str) -> None:
@@ -224,7 +226,7 @@ class Downloader:
             log.info("Downloaded %s", self.progress.line())
 
             self.report("Verifying", force=True)
-            manifest = self._publish(plan, target, hashes)
+            manifest = self._publish(plan, target, hashes, lock)
             self.report("Published", manifest=manifest)
             log.info("Published %s (%s, %d files, format %s)", target, human_bytes(manifest.totalBytes),
                      manifest.fileCount, manifest.format)
@@ -358,7 +360,7 @@ class Downloader:
 
     # ----- publish -----
 
-    def _publish(self, plan: Plan, target: Path, hashes: dict[str, str]) -> Manifest:
+    def _publish(self, plan: Plan, target: Path, hashes: dict[str, str], lock: VolumeLock) -> Manifest:
         problems = size_problems(target, ((f.path, f.size) for f in plan.files))
         if problems:
             raise ChecksumMismatch("; ".join(problems[:5]))
@@ -372,11 +374,12 @@ class Downloader:
             source=ManifestSource(hub=plan.hub, repo=plan.repo,
                                   requestedRevision=plan.requested_revision, endpoint=plan.endpoint),
             revision=plan.revision,
-            files=[ManifestFile(path=f.path, size=f.size, sha256=hashes[f.path])
+            files=[ManifestFile(path=f.path, size=f.size, sha256=hashes[f.path], verified=f.hashed)
                    for f in sorted(plan.files, key=lambda f: f.path)],
             totalBytes=plan.total_bytes, fileCount=len(plan.files), format=detect_format(paths),
             model=model_info(read_config(target) if "config.json" in paths else None, paths),
             createdAt=now_rfc3339())
+        lock.check_held()  # fencing: only the current holder publishes
         write_manifest(target, manifest)
         shutil.rmtree(target / META_DIR / VERIFIED_DIR, ignore_errors=True)
         return manifest

@@ -14,7 +14,7 @@ ModelScope: listing and downloads through the official `modelscope` / `modelscop
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 import httpx2
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
 from huggingface_hub import errors as hf
+from huggingface_hub.hf_api import BlobLfsInfo, RepoFile
 from huggingface_hub.utils._headers import build_hf_headers
 
 from .errors import (
@@ -37,11 +38,15 @@ from .errors import (
     Unauthorized,
     status_error,
 )
-from .hashing import sha256_file
+from .hf_listing import Listed, complete_listing, hashes_from_etag
 from .httpfetch import download, make_opener
-from .plan import Plan, RemoteFile, filter_files
+from .plan import Plan, RemoteFile, check_safe_path, filter_files
+from .ranged import RangesUnsupported, download_ranged
+from .sequential import SequentialFile
 
 OnBytes = Callable[[int], None]
+RANGED_MIN_BYTES = 64 << 20  # smaller files gain little from parallel ranges; the file-level pool covers them
+log = logging.getLogger(__name__)
 HEX_COMMIT = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 
 
@@ -64,8 +69,9 @@ class Source(Protocol):
 # ----- Hugging Face -----
 
 class HuggingFaceSource:
-    def __init__(self, repo: str, endpoint: str | None, token: str | None) -> None:
+    def __init__(self, repo: str, endpoint: str | None, token: str | None, connections_per_file: int = 1) -> None:
         self.repo = repo
+        self._connections = connections_per_file
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self._token = token
         self._opener = make_opener()
@@ -90,14 +96,28 @@ class HuggingFaceSource:
             info = api.model_info(self.repo, revision=requested_revision, files_metadata=True)
         if not info.sha:
             raise NotFound(f"{self.repo}@{requested_revision}: the hub returned no commit sha")
-        files = [
-            RemoteFile(path=s.rfilename, size=s.lfs.size if s.lfs else (s.size or 0),
-                       sha256=s.lfs.sha256 if s.lfs else None, git_oid=None if s.lfs else s.blob_id)
-            for s in info.siblings or []
-        ]
+        revision = info.sha
+        listed = filter_files([_listed(s.rfilename, s.size, s.blob_id, s.lfs) for s in info.siblings or []],
+                              allow, ignore)
+        for f in listed:
+            check_safe_path(f.path)  # before a HEAD goes out with that name in its URL
+
+        def tree() -> list[Listed]:
+            with self._errors(f"listing the tree of {self.repo}@{revision}"):
+                return [_listed(e.path, e.size, e.blob_id, e.lfs) for e in
+                        api.list_repo_tree(self.repo, recursive=True, revision=revision)
+                        if isinstance(e, RepoFile)]
+
+        def head(path: str) -> Listed:
+            with self._errors(f"HEAD {path}"):
+                meta = get_hf_file_metadata(hf_hub_url(self.repo, path, revision=revision, endpoint=self.endpoint),
+                                            token=self._token or False, endpoint=self.endpoint,
+                                            retry_on_errors=True)
+            sha256, git_oid = hashes_from_etag(meta.etag)
+            return Listed(path, meta.size, sha256, git_oid)
+
         return Plan(hub="huggingface", repo=self.repo, requested_revision=requested_revision,
-                    revision=info.sha, endpoint=self.endpoint,
-                    files=tuple(filter_files(files, allow, ignore)))
+                    revision=revision, endpoint=self.endpoint, files=tuple(complete_listing(listed, tree, head)))
 
     def partial_bytes(self, dest_dir: Path, f: RemoteFile) -> int:
         p = dest_dir / f.path
@@ -109,7 +129,6 @@ class HuggingFaceSource:
     def fetch(self, plan: Plan, f: RemoteFile, dest_dir: Path, on_bytes: OnBytes) -> str | None:
         what = f"downloading {f.path}"
         dest = dest_dir / f.path
-        dest.parent.mkdir(parents=True, exist_ok=True)
         with self._errors(what):
             url = hf_hub_url(plan.repo, f.path, revision=plan.revision, endpoint=self.endpoint)
             meta = get_hf_file_metadata(url, token=self._token or False, endpoint=self.endpoint,
@@ -120,20 +139,24 @@ class HuggingFaceSource:
             same_host = urlparse(meta.location).netloc == urlparse(url).netloc
             headers = build_hf_headers(token=(self._token or False) if same_host else False)
         auth = headers.pop("authorization", None)
-        existing = dest.stat().st_size if dest.is_file() else 0
-        if existing > f.size:
-            on_bytes(-f.size)  # counted as done, but it is not this file
-            existing = 0
-        digest = sha256_file(dest, existing) if existing else hashlib.sha256()
-        with dest.open("r+b" if dest.is_file() else "wb") as fh:
-            fh.truncate(existing)
-            fh.seek(existing)
-            digest = download(self._opener, meta.location, fh, start=existing, size=f.size, digest=digest,
-                              headers=headers, token_header=auth, on_bytes=on_bytes,
-                              timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT, what=what)
-            fh.flush()
-            os.fsync(fh.fileno())  # once per file: the data must be durable before the manifest says so
-        return digest.hexdigest()
+        timeout = constants.HF_HUB_DOWNLOAD_TIMEOUT
+        with SequentialFile(dest, f.size, on_bytes) as out:
+            if self._connections > 1 and f.size - out.start >= RANGED_MIN_BYTES:
+                try:
+                    download_ranged(self._opener, meta.location, out, headers=headers, token_header=auth,
+                                    connections=self._connections, on_bytes=on_bytes, timeout=timeout, what=what)
+                except RangesUnsupported:
+                    log.info("%s: the server ignores Range; one stream for the rest", f.path)
+            download(self._opener, meta.location, out, headers=headers, token_header=auth, on_bytes=on_bytes,
+                     timeout=timeout, what=what)
+        return out.digest.hexdigest()
+
+
+def _listed(path: str, size: int | None, blob_id: str | None, lfs: BlobLfsInfo | None) -> Listed:
+    """A listing entry; an LFS file's blob id is its pointer's, so only the LFS sha256 checks its content."""
+    if lfs is not None:
+        return Listed(path, lfs.size if lfs.size is not None else size, lfs.sha256 or None, None)
+    return Listed(path, size, None, blob_id or None)
 
 
 # ----- ModelScope -----
@@ -261,9 +284,10 @@ class ModelScopeSource:
         return None
 
 
-def make_source(hub: str, repo: str, endpoint: str | None, token: str | None) -> Source:
+def make_source(hub: str, repo: str, endpoint: str | None, token: str | None,
+                connections_per_file: int = 1) -> Source:
     if hub == "huggingface":
-        return HuggingFaceSource(repo, endpoint, token)
+        return HuggingFaceSource(repo, endpoint, token, connections_per_file)
     if hub == "modelscope":
         return ModelScopeSource(repo, endpoint, token)
     raise InvalidArgument(f"unknown hub {hub!r}; expected huggingface or modelscope")

@@ -23,12 +23,21 @@ log = logging.getLogger(__name__)
 
 
 def with_termination_message(job: JobObservation, message: str) -> JobObservation:
-    """A failed Job's reason and message, taken from its pod's termination message when the downloader wrote one."""
+    """What the downloader wrote to its pod's termination message: a failed Job's reason and message, or a
+    Complete Job's Published report (which survives a lost status patch)."""
     try:
         parsed = json.loads(message)
     except ValueError:
         return job
     if not isinstance(parsed, dict) or not parsed.get("reason"):
+        return job
+    if job.succeeded:
+        try:
+            report = api.DownloadReport.model_validate(parsed.get("report"))
+        except ValidationError:
+            return job
+        return replace(job, final_report=report) if report.state == "Published" else job
+    if not job.failed:
         return job
     return replace(job, failure_reason=str(parsed["reason"]),
                    failure_message=str(parsed.get("message") or job.failure_message or ""))
@@ -60,11 +69,15 @@ class DownloadReconciler(Converger):
         raw_report = previous.get("download")
         report = api.DownloadReport.model_validate(raw_report) \
             if raw_report and raw_report.get("jobName") == job_name else None
+        final = view.job.final_report if view.job else None
+        from_job = bool(final and final.jobName == job_name and (report is None or report.state != "Published"))
+        if from_job:
+            report = final  # the Job completed and published; its last status patch never arrived
         unused_since = None if view.wanted_by or view.used_by else previous.get("unusedSince") or now_rfc3339()
 
         def write(job: JobObservation | None, blocked: tuple[str, str, str] | None = None) -> str:
             return self.write_status(body, lambda before: download_status(
-                DownloadObservation(generation, job_name, job, report, blocked, before, unused_since),
+                DownloadObservation(generation, job_name, job, report, blocked, before, unused_since, from_job),
                 now_rfc3339()))
 
         try:
@@ -77,6 +90,8 @@ class DownloadReconciler(Converger):
         self.ensure_finalizer(body)
         job = view.job
         invalid = _invalid_store(view.store)
+        if job is None and report is not None and report.state == "Published":
+            return write(None)  # published: a deleted Job is never re-run, the revision never re-resolved
         if job is None and invalid:
             return write(None, ("False", "StoreInvalid", invalid))
         if job is None:

@@ -86,7 +86,7 @@ def download_view(body: dict[str, Any], indices: dict[str, Any], operator_namesp
     owner = (namespace, naming.label_value(name))
     messages = {job: message for job, message in indices["termination_index"].get(owner, ())}
     job = first(indices["job_index"], owner)
-    if job is not None and job.failed and job.name in messages:
+    if job is not None and job.name in messages:
         job = with_termination_message(job, messages[job.name])
     downloads = _downloads(indices)
     mine, published = _model_of(body), _published_at(body)

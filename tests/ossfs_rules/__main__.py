@@ -1,0 +1,3 @@
+from tests.ossfs_rules.fs import main
+
+main()
