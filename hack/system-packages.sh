@@ -9,11 +9,13 @@
 #   iptables iproute2                 the real node's bridge and its pod network rules
 #   buildah debootstrap               the images built offline for the real node
 #   util-linux                        setpriv: prewarm as a user who does not own the model files
-#   vmtouch fio                       the prewarm benchmarks' baselines
+#   vmtouch fio aria2                 the prewarm and download benchmarks' baselines
+#   libfuse2                          fusepy, for the ossfs-rules test file system
 set -euo pipefail
 
 PACKAGES=(make openssl lua5.4 lua-cjson s3fs fuse3 runc containernetworking-plugins iptables iproute2
-          buildah debootstrap util-linux vmtouch fio)
+          buildah debootstrap util-linux vmtouch fio aria2
+          libfuse2)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
