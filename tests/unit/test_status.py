@@ -11,7 +11,7 @@ import pytest
 from modelcache_operator.api import v1alpha2 as api
 from modelcache_operator.builders import layout, status
 from modelcache_operator.builders.cache_status import CacheObservation, cache_status
-from modelcache_operator.builders.status import DownloadObservation, JobObservation, download_status
+from modelcache_operator.builders.status import DownloadObservation, JobObservation, download_status, finished_job
 
 JOB = "mc-dl-nfs-qwen-1"
 BASE = DownloadObservation(generation=1, job_name=JOB, job=JobObservation(name=JOB, active=True), report=None)
@@ -43,6 +43,21 @@ def test_download_phase_and_ready_reason(obs: DownloadObservation, phase: str, r
     assert (result["phase"], ready["reason"]) == (phase, reason)
     assert ready["status"] == ("True" if phase == "Ready" else "False")
     assert "download" not in result  # the downloader's report is never written by the operator
+
+
+def test_a_job_removed_after_it_finished_keeps_its_outcome() -> None:
+    """ttlSecondsAfterFinished removed the Job: status says how it ended, so no new Job is due."""
+    published = report("Published", resolvedRevision=A, bytesTotal=9)
+    failed = download_status(replace(BASE, job=JobObservation(name=JOB, failed=True, failure_reason="NotFound",
+                                                              failure_message="no such repo")), "t0")
+    running = download_status(BASE, "t0")
+    assert finished_job({}, JOB, published) == JobObservation(name=JOB, succeeded=True)
+    assert finished_job(failed, JOB, None) == JobObservation(name=JOB, failed=True, failure_reason="NotFound",
+                                                             failure_message="no such repo")
+    assert finished_job(failed, "mc-dl-another", None) is None
+    assert finished_job(running, JOB, report("Downloading")) is None  # killed mid-way: resume in a new Job
+    again = download_status(replace(BASE, job=finished_job(failed, JOB, None), previous=failed), "t1")
+    assert again == failed
 
 
 def test_published_download_records_revision_and_size() -> None:

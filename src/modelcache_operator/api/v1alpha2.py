@@ -295,6 +295,15 @@ class ModelCacheStatus(ApiModel):
                                                                       "its ModelDownload has it.")
 
 
+class CleanupFailure(ApiModel):
+    """A cleanup Job that failed: kept after the Job is gone, so the operator does not run it again."""
+
+    jobUid: str
+    retry: str = Field(default="", description="The modelcache.dev/retry annotation it ran under; a new value "
+                                               "runs a new cleanup Job.")
+    message: str = ""
+
+
 class ModelDownloadStatus(ApiModel):
     phase: Phase | None = None
     observedGeneration: int | None = None
@@ -304,3 +313,4 @@ class ModelDownloadStatus(ApiModel):
     sizeBytes: int | None = None
     download: DownloadReport | None = Field(default=None, description="Written by the downloader only.")
     unusedSince: str | None = Field(default=None, description="Since when no cache wants and no pod uses it.")
+    cleanupFailed: CleanupFailure | None = None

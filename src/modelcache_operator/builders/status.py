@@ -19,6 +19,7 @@ SERVED_FIELDS = ("resolvedRevision", "revisionPath", "servedFrom", "sizeBytes", 
 @dataclass(frozen=True)
 class JobObservation:
     name: str
+    uid: str = ""
     started: str | None = None  # RFC 3339, from the Job's status
     finished: str | None = None
     active: bool = False
@@ -87,6 +88,18 @@ class DownloadObservation:
     blocked: ConditionValue | None = None  # the Job cannot be created yet: (False, reason, message)
     previous: dict[str, Any] = field(default_factory=dict)
     unused_since: str | None = None  # since when no cache wants and no pod uses it
+
+
+def finished_job(previous: dict[str, Any], job_name: str, report: api.DownloadReport | None) -> JobObservation | None:
+    """The outcome of `job_name` as status recorded it, once the Job is gone (ttlSecondsAfterFinished): a
+    published report, or a Failed phase with its reason. None when status records no outcome of that Job."""
+    if report and report.state == "Published":
+        return JobObservation(name=job_name, succeeded=True)
+    if previous.get("jobName") != job_name or previous.get("phase") != "Failed":
+        return None
+    failed: dict[str, Any] = next((c for c in previous.get("conditions") or [] if c.get("type") == DOWNLOADED), {})
+    return JobObservation(name=job_name, failed=True, failure_reason=failed.get("reason"),
+                          failure_message=failed.get("message"))
 
 
 def _download_verdict(obs: DownloadObservation) -> tuple[api.Phase, ConditionValue]:

@@ -12,9 +12,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..api import v1alpha2 as api
-from ..api.names import ANN_REMOVAL, FINALIZER
+from ..api.names import ANN_REMOVAL, ANNOTATION_RETRY, FINALIZER
 from ..builders import jobs, naming
-from ..builders.status import DownloadObservation, JobObservation, download_status
+from ..builders.status import DownloadObservation, JobObservation, download_status, finished_job
 from . import metrics
 from .converge import Converger, now_rfc3339, object_key, parse_time, validation_message
 from .views import DownloadView, StoreEntry
@@ -58,7 +58,7 @@ class DownloadReconciler(Converger):
         job_name = naming.download_job_name(meta["name"])
         previous = body.get("status") or {}
         raw_report = previous.get("download")
-        report = api.DownloadReport.model_validate(raw_report) \
+        report = api.DownloadReport.from_api(raw_report) \
             if raw_report and raw_report.get("jobName") == job_name else None
         unused_since = None if view.wanted_by or view.used_by else previous.get("unusedSince") or now_rfc3339()
 
@@ -68,14 +68,15 @@ class DownloadReconciler(Converger):
                 now_rfc3339()))
 
         try:
-            spec = api.ModelDownloadSpec.model_validate(body.get("spec") or {})
+            spec = api.ModelDownloadSpec.from_api(body.get("spec") or {})
         except ValidationError as error:
             return write(None, ("False", "InvalidSpec", validation_message(error)))
         if view.store is None or view.store.spec is None:
             return write(view.job, ("False", "StoreNotFound", f'ModelStore "{spec.store}" is missing or invalid'))
         store = view.store.spec
         self.ensure_finalizer(body)
-        job = view.job
+        # A finished Job removed by its TTL: its outcome is in status, and it never runs again.
+        job = view.job or finished_job(previous, job_name, report)
         invalid = _invalid_store(view.store)
         if job is None and invalid:
             return write(None, ("False", "StoreInvalid", invalid))
@@ -121,18 +122,7 @@ class DownloadReconciler(Converger):
         revision = (body.get("status") or {}).get("resolvedRevision")
         store_name = str((body.get("spec") or {}).get("store"))
         if reason and revision and view.store is not None and not view.twin_alive:
-            cleanup = view.cleanup_job
-            if cleanup is None:
-                spec = api.ModelDownloadSpec.model_validate(body.get("spec") or {})
-                self.apply(object_key(body), jobs.cleanup_job(body, spec, revision, self.config.image),
-                           present=False)
-                return "Deleting"
-            if cleanup.failed:
-                self.emit(body, "Warning", "CleanupFailed",
-                          f"Job {cleanup.name} could not remove revision {revision}; fix it and delete the Job to "
-                          f"retry, or remove the finalizer {FINALIZER} to keep the files")
-                return "Deleting"
-            if not cleanup.succeeded:
+            if not self._cleaned_up(body, revision, view.cleanup_job):
                 return "Deleting"
             metrics.REVISIONS_REMOVED.labels(store=store_name, reason=reason).inc()
             message = f"revision {revision} in {body['spec']['folder']} removed ({reason})"
@@ -141,6 +131,29 @@ class DownloadReconciler(Converger):
         self.remove_finalizer(body)
         self.forget(object_key(body))
         return "Deleting"
+
+    def _cleaned_up(self, body: dict[str, Any], revision: str, cleanup: JobObservation | None) -> bool:
+        """Runs the cleanup Job once per value of the retry annotation. A failure is kept in status, so the
+        Job is not run again after its TTL removed it; a new annotation value runs a new one."""
+        meta = body["metadata"]
+        retry = (meta.get("annotations") or {}).get(ANNOTATION_RETRY, "")
+        recorded = (body.get("status") or {}).get("cleanupFailed") or {}
+        if cleanup is None:
+            if recorded and recorded.get("retry") == retry:
+                return False  # failed under this retry value; its Job is gone
+            spec = api.ModelDownloadSpec.from_api(body.get("spec") or {})
+            self.apply(object_key(body), jobs.cleanup_job(body, spec, revision, self.config.image), present=False)
+            return False
+        if cleanup.failed and cleanup.uid != recorded.get("jobUid"):
+            message = (f"Job {cleanup.name} could not remove revision {revision}: {cleanup.failure_message or ''}; "
+                       f"fix it and set the annotation {ANNOTATION_RETRY} to a new value to retry, or remove the "
+                       f"finalizer {FINALIZER} to keep the files")
+            self.kube.patch_status(self.kind, meta["namespace"], meta["name"], {"cleanupFailed": {
+                "jobUid": cleanup.uid, "retry": retry, "message": message[:1024]}})
+            self.emit(body, "Warning", "CleanupFailed", message)
+        elif cleanup.failed and recorded.get("retry") != retry:
+            self.kube.delete("Job", cleanup.name, meta["namespace"])  # the retry runs a fresh Job
+        return cleanup.succeeded
 
     def _secret_problem(self, namespace: str, spec: api.ModelDownloadSpec, store: api.ModelStoreSpec) -> str | None:
         ref = jobs.token_ref(spec, store)

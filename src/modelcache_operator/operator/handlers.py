@@ -71,11 +71,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 # ----- indices: what the watches know, so reconciles need no reads -----
 
-def _job_observation(name: str, status: dict[str, Any]) -> JobObservation:
+def _job_observation(name: str, uid: str, status: dict[str, Any]) -> JobObservation:
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     failed = conditions.get("Failed")
     return JobObservation(
         name=name,
+        uid=uid,
         started=status.get("startTime"),
         finished=(failed or {}).get("lastTransitionTime") or status.get("completionTime"),
         active=bool(status.get("active")),
@@ -87,15 +88,15 @@ def _job_observation(name: str, status: dict[str, Any]) -> JobObservation:
 
 
 @kopf.index("batch", "v1", "jobs", labels={**MANAGED, LABEL_ROLE: "downloader"})
-async def job_index(namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status,
+async def job_index(namespace: str | None, name: str, uid: str, labels: kopf.Labels, status: kopf.Status,
                     **_: Any) -> dict[IndexKey, JobObservation]:
-    return {(namespace, labels.get(LABEL_DOWNLOAD, "")): _job_observation(name, dict(status))}
+    return {(namespace, labels.get(LABEL_DOWNLOAD, "")): _job_observation(name, uid, dict(status))}
 
 
 @kopf.index("batch", "v1", "jobs", labels={**MANAGED, LABEL_ROLE: "cleanup"})
-async def cleanup_index(namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status,
+async def cleanup_index(namespace: str | None, name: str, uid: str, labels: kopf.Labels, status: kopf.Status,
                         **_: Any) -> dict[IndexKey, JobObservation]:
-    return {(namespace, labels.get(LABEL_DOWNLOAD, "")): _job_observation(name, dict(status))}
+    return {(namespace, labels.get(LABEL_DOWNLOAD, "")): _job_observation(name, uid, dict(status))}
 
 
 @kopf.index("", "v1", "persistentvolumeclaims", labels=MANAGED)
@@ -141,7 +142,7 @@ async def pods_by_download(namespace: str | None, name: str, annotations: kopf.A
 @kopf.index(api.GROUP, api.VERSION, api.STORE_PLURAL)
 async def store_index(name: str, body: kopf.Body, **_: Any) -> dict[str, StoreEntry]:
     try:
-        spec: api.ModelStoreSpec | None = api.ModelStoreSpec.model_validate(dict(body.get("spec") or {}))
+        spec: api.ModelStoreSpec | None = api.ModelStoreSpec.from_api(dict(body.get("spec") or {}))
     except ValueError:
         spec = None
     return {name: StoreEntry(dict(body), spec)}
