@@ -37,7 +37,6 @@ EXPECTED_RULES = {
     ("", "persistentvolumeclaims"): OWN,
     ("batch", "jobs"): OWN,
     ("", "pods"): ["get", "list", "watch"],
-    ("", "secrets"): ["get"],
     ("", "serviceaccounts"): IDENTITY,
     ("rbac.authorization.k8s.io", "roles"): IDENTITY,
     ("rbac.authorization.k8s.io", "rolebindings"): IDENTITY,

@@ -17,6 +17,7 @@ from .common import (
     Condition,
     cel,
 )
+from .job_options import DownloadJobOptions
 
 
 class StoreSecretRef(ApiModel):
@@ -161,6 +162,9 @@ class ModelStoreSpec(ApiModel):
     hubCredentials: HubCredentials | None = Field(
         default=None, description="Tokens for shared downloads. Caches that bring their own token get a folder "
                                   "private to their namespace instead.")
+    downloadJob: DownloadJobOptions | None = Field(
+        default=None, description="Proxies, a CA bundle, pull secrets and placement for this store's download "
+                                  "and cleanup Jobs.")
 
 
 class ModelStoreStatus(ApiModel):

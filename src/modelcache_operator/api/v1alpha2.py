@@ -23,6 +23,7 @@ from .common import (
     Condition,
     cel,
 )
+from .job_options import ConfigMapKeyRef, DownloadJobOptions, EnvVar
 from .names import API_VERSION, GROUP, VERSION
 from .store import (
     STORAGE_BACKENDS,
@@ -53,7 +54,10 @@ __all__ = [
     "VERSION",
     "ApiModel",
     "Condition",
+    "ConfigMapKeyRef",
+    "DownloadJobOptions",
     "EfsBackend",
+    "EnvVar",
     "HostPathBackend",
     "HubCredentials",
     "LabelSelector",

@@ -14,7 +14,14 @@ from pydantic import ValidationError
 from ..api import v1alpha2 as api
 from ..api.names import ANN_REMOVAL, ANNOTATION_RETRY, FINALIZER
 from ..builders import jobs, naming
-from ..builders.status import DownloadObservation, JobObservation, download_status, finished_job
+from ..builders.job_options import with_store_options
+from ..builders.status import (
+    DownloadObservation,
+    JobObservation,
+    download_status,
+    finished_job,
+    missing_reference,
+)
 from . import metrics
 from .converge import Converger, now_rfc3339, object_key, parse_time, validation_message
 from .views import DownloadView, StoreEntry
@@ -54,7 +61,7 @@ class DownloadReconciler(Converger):
 
     def converge(self, body: dict[str, Any], view: DownloadView) -> str:
         meta = body["metadata"]
-        namespace, generation = meta["namespace"], meta.get("generation", 1)
+        generation = meta.get("generation", 1)
         job_name = naming.download_job_name(meta["name"])
         previous = body.get("status") or {}
         raw_report = previous.get("download")
@@ -81,16 +88,15 @@ class DownloadReconciler(Converger):
         if job is None and invalid:
             return write(None, ("False", "StoreInvalid", invalid))
         if job is None:
-            problem = self._secret_problem(namespace, spec, store)
-            if problem:
-                return write(None, ("False", "SecretNotFound", problem))
+            # No Secret is read here (the operator may not): a missing token shows as the pod's
+            # CreateContainerConfigError, which the kubelet retries until the Secret exists.
             for manifest in jobs.downloader_rbac(body):
                 self.apply(object_key(body), manifest)
-            self.apply(object_key(body), jobs.download_job(body, spec, store, self.config.image,
-                                                           view.quota_free_bytes), present=False)
+            job_manifest = jobs.download_job(body, spec, store, self.config.image, view.quota_free_bytes)
+            self.apply(object_key(body), with_store_options(job_manifest, store.downloadJob), present=False)
             job = JobObservation(name=job_name, active=True)
         self._observe_duration(job)
-        phase = write(job)
+        phase = write(job, missing_reference(job_name, view.config_error) if view.config_error else None)
         if unused_since and self._expired(store, unused_since, phase == "Ready", view):
             self.remove(body, "ttl")
         return phase
@@ -122,7 +128,8 @@ class DownloadReconciler(Converger):
         revision = (body.get("status") or {}).get("resolvedRevision")
         store_name = str((body.get("spec") or {}).get("store"))
         if reason and revision and view.store is not None and not view.twin_alive:
-            if not self._cleaned_up(body, revision, view.cleanup_job):
+            options = view.store.spec.downloadJob if view.store.spec else None
+            if not self._cleaned_up(body, revision, view.cleanup_job, options):
                 return "Deleting"
             metrics.REVISIONS_REMOVED.labels(store=store_name, reason=reason).inc()
             message = f"revision {revision} in {body['spec']['folder']} removed ({reason})"
@@ -132,7 +139,8 @@ class DownloadReconciler(Converger):
         self.forget(object_key(body))
         return "Deleting"
 
-    def _cleaned_up(self, body: dict[str, Any], revision: str, cleanup: JobObservation | None) -> bool:
+    def _cleaned_up(self, body: dict[str, Any], revision: str, cleanup: JobObservation | None,
+                    options: api.DownloadJobOptions | None) -> bool:
         """Runs the cleanup Job once per value of the retry annotation. A failure is kept in status, so the
         Job is not run again after its TTL removed it; a new annotation value runs a new one."""
         meta = body["metadata"]
@@ -142,7 +150,8 @@ class DownloadReconciler(Converger):
             if recorded and recorded.get("retry") == retry:
                 return False  # failed under this retry value; its Job is gone
             spec = api.ModelDownloadSpec.from_api(body.get("spec") or {})
-            self.apply(object_key(body), jobs.cleanup_job(body, spec, revision, self.config.image), present=False)
+            manifest = with_store_options(jobs.cleanup_job(body, spec, revision, self.config.image), options)
+            self.apply(object_key(body), manifest, present=False)
             return False
         if cleanup.failed and cleanup.uid != recorded.get("jobUid"):
             message = (f"Job {cleanup.name} could not remove revision {revision}: {cleanup.failure_message or ''}; "
@@ -154,17 +163,6 @@ class DownloadReconciler(Converger):
         elif cleanup.failed and recorded.get("retry") != retry:
             self.kube.delete("Job", cleanup.name, meta["namespace"])  # the retry runs a fresh Job
         return cleanup.succeeded
-
-    def _secret_problem(self, namespace: str, spec: api.ModelDownloadSpec, store: api.ModelStoreSpec) -> str | None:
-        ref = jobs.token_ref(spec, store)
-        if ref is None:
-            return None
-        secret = self.kube.get("Secret", ref.name, namespace)
-        if secret is None:
-            return f"Secret {ref.name} (the hub token) not found in namespace {namespace}"
-        if ref.key not in (secret.get("data") or {}) and ref.key not in (secret.get("stringData") or {}):
-            return f"Secret {ref.name} in namespace {namespace} has no key {ref.key}"
-        return None
 
     def _observe_duration(self, job: JobObservation) -> None:
         """Records each finished download Job once per process (a restart may record a Job again)."""

@@ -14,7 +14,7 @@ import kopf
 from ..api import v1alpha2 as api
 from ..api.names import LABEL_DOWNLOAD, LABEL_INJECT, LABEL_MANAGED_BY, LABEL_ROLE, MANAGED_BY
 from ..builders.pins import pinned_downloads
-from ..builders.status import JobObservation
+from ..builders.status import JobObservation, container_config_error
 from . import observe
 from .caches import CacheReconciler
 from .config import OperatorConfig
@@ -112,6 +112,16 @@ async def termination_index(namespace: str | None, labels: kopf.Labels, status: 
         message = ((container.get("state") or {}).get("terminated") or {}).get("message")
         if message and "job-name" in labels:
             return {(namespace, labels.get(LABEL_DOWNLOAD, "")): (labels["job-name"], message)}
+    return {}
+
+
+@kopf.index("", "v1", "pods", labels={**MANAGED, LABEL_ROLE: "downloader"})
+async def config_error_index(namespace: str | None, labels: kopf.Labels, status: kopf.Status,
+                             **_: Any) -> dict[IndexKey, tuple[str, str]]:
+    """Download pods the kubelet cannot start for a missing Secret or key: (Job name, the kubelet's message)."""
+    message = container_config_error(dict(status))
+    if message and "job-name" in labels:
+        return {(namespace, labels.get(LABEL_DOWNLOAD, "")): (labels["job-name"], message)}
     return {}
 
 
