@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from modelcache_operator.api import v1alpha2 as api
 from modelcache_operator.builders import jobs
-from modelcache_operator.builders.job_options import CA_BUNDLE_DIR, with_store_options
+from modelcache_operator.builders.job_options import CA_BUNDLE_DIR, with_image_settings, with_store_options
 from tests.unit.test_builders import DOWNLOAD_BODY, NFS, download_spec, store
 
 OPTIONS = api.DownloadJobOptions.model_validate({
@@ -63,3 +63,12 @@ def test_env_names_are_checked() -> None:
         api.EnvVar.model_validate({"name": "1BAD", "value": "x"})
     rule = api.EnvVar.model_json_schema()["properties"]["name"]["x-kubernetes-validations"][0]["rule"]
     assert "startsWith('MC_')" in rule and "SSL_CERT_FILE" in rule
+
+
+def test_the_charts_image_settings_and_the_stores_pull_secrets_combine() -> None:
+    job = jobs.download_job(DOWNLOAD_BODY, download_spec(), store(hostPath={"path": "/srv/models"}), "img:1")
+    configured = with_store_options(with_image_settings(job, "Always", ("chart-cred",)), OPTIONS)
+    spec = pod_of(configured)["spec"]
+    assert {c["imagePullPolicy"] for c in [*spec["initContainers"], *spec["containers"]]} == {"Always"}
+    assert spec["imagePullSecrets"] == [{"name": "chart-cred"}, {"name": "registry-cred"}]
+    assert "imagePullSecrets" not in pod_of(with_image_settings(job, "IfNotPresent", ()))["spec"]

@@ -11,6 +11,18 @@ CA_BUNDLE_DIR = "/etc/modelcache/ca"
 CA_VOLUME = "ca-bundle"
 
 
+def with_image_settings(job: dict[str, Any], pull_policy: str, pull_secrets: tuple[str, ...]) -> dict[str, Any]:
+    """The chart's image settings: its pull policy on every container, and its pull Secrets, which exist in
+    the operator's namespace only, on the Jobs that run there (a store's own pull Secrets come on top)."""
+    job = copy.deepcopy(job)
+    pod = job["spec"]["template"]["spec"]
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        container["imagePullPolicy"] = pull_policy
+    if pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in pull_secrets]
+    return job
+
+
 def with_store_options(job: dict[str, Any], options: api.DownloadJobOptions | None) -> dict[str, Any]:
     """The Job with the store's options; the operator's own labels, env and volumes always win."""
     if options is None:
@@ -23,7 +35,8 @@ def with_store_options(job: dict[str, Any], options: api.DownloadJobOptions | No
     if options.annotations:
         metadata["annotations"] = {**options.annotations, **metadata.get("annotations", {})}
     if options.imagePullSecrets:
-        pod["imagePullSecrets"] = [{"name": name} for name in options.imagePullSecrets]
+        chart = [s for s in pod.get("imagePullSecrets", []) if s["name"] not in options.imagePullSecrets]
+        pod["imagePullSecrets"] = [*chart, *({"name": name} for name in options.imagePullSecrets)]
     if options.priorityClassName:
         pod["priorityClassName"] = options.priorityClassName
     if options.affinity:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from ..api import v1alpha2 as api
 from ..api.names import ANN_REMOVAL, ANNOTATION_RETRY, FINALIZER
 from ..builders import jobs, naming
-from ..builders.job_options import with_store_options
+from ..builders.job_options import with_image_settings, with_store_options
 from ..builders.status import (
     DownloadObservation,
     JobObservation,
@@ -93,7 +93,7 @@ class DownloadReconciler(Converger):
             for manifest in jobs.downloader_rbac(body):
                 self.apply(object_key(body), manifest)
             job_manifest = jobs.download_job(body, spec, store, self.config.image, view.quota_free_bytes)
-            self.apply(object_key(body), with_store_options(job_manifest, store.downloadJob), present=False)
+            self.apply(object_key(body), self._configured(job_manifest, store.downloadJob), present=False)
             job = JobObservation(name=job_name, active=True)
         self._observe_duration(job)
         phase = write(job, missing_reference(job_name, view.config_error) if view.config_error else None)
@@ -139,6 +139,12 @@ class DownloadReconciler(Converger):
         self.forget(object_key(body))
         return "Deleting"
 
+    def _configured(self, job: dict[str, Any], options: api.DownloadJobOptions | None) -> dict[str, Any]:
+        """A Job with the chart's image settings and the store's downloadJob options."""
+        here = job["metadata"]["namespace"] == self.config.operator_namespace
+        chart = with_image_settings(job, self.config.image_pull_policy, self.config.image_pull_secrets if here else ())
+        return with_store_options(chart, options)
+
     def _cleaned_up(self, body: dict[str, Any], revision: str, cleanup: JobObservation | None,
                     options: api.DownloadJobOptions | None) -> bool:
         """Runs the cleanup Job once per value of the retry annotation. A failure is kept in status, so the
@@ -150,7 +156,7 @@ class DownloadReconciler(Converger):
             if recorded and recorded.get("retry") == retry:
                 return False  # failed under this retry value; its Job is gone
             spec = api.ModelDownloadSpec.from_api(body.get("spec") or {})
-            manifest = with_store_options(jobs.cleanup_job(body, spec, revision, self.config.image), options)
+            manifest = self._configured(jobs.cleanup_job(body, spec, revision, self.config.image), options)
             self.apply(object_key(body), manifest, present=False)
             return False
         if cleanup.failed and cleanup.uid != recorded.get("jobUid"):
