@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from ..api import v1alpha2 as api
@@ -39,6 +40,14 @@ def with_termination_message(job: JobObservation, message: str) -> JobObservatio
         return job
     return replace(job, failure_reason=str(parsed["reason"]),
                    failure_message=str(parsed.get("message") or job.failure_message or ""))
+
+
+def _refusal(error: ApiException, store: str) -> str:
+    try:
+        message = str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        message = str(error.reason)
+    return f'the download Job was refused (check ModelStore "{store}" spec.downloadJob): {message}'
 
 
 def _invalid_store(store: StoreEntry) -> str | None:
@@ -93,7 +102,13 @@ class DownloadReconciler(Converger):
             for manifest in jobs.downloader_rbac(body):
                 self.apply(object_key(body), manifest)
             job_manifest = jobs.download_job(body, spec, store, self.config.image, view.quota_free_bytes)
-            self.apply(object_key(body), self._configured(job_manifest, store.downloadJob), present=False)
+            try:
+                self.apply(object_key(body), self._configured(job_manifest, store.downloadJob), present=False)
+            except ApiException as error:
+                if error.status != 422:
+                    raise
+                # The store's downloadJob options (an affinity, say) made a Job the apiserver refuses.
+                return write(None, ("False", "JobRejected", _refusal(error, spec.store)))
             job = JobObservation(name=job_name, active=True)
         self._observe_duration(job)
         phase = write(job, missing_reference(job_name, view.config_error) if view.config_error else None)
