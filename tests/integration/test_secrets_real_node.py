@@ -73,15 +73,17 @@ def test_secret_not_found_comes_from_the_pod_without_secret_access(real_cluster:
             missing = wait_for(lambda: blocked('secret "hf-token" not found'), 180,
                                describe="SecretNotFound from the pod", diagnostics=operator.log_tail)
             assert k8s.get_cache(namespace, name)["status"]["phase"] == "Pending", missing
-            [job] = k8s.download_jobs()
+            download = k8s.get_cache(namespace, name)["status"]["downloadRef"]["name"]
+            [job] = k8s.download_jobs(download)
             k8s.core.create_namespaced_secret(namespace, {"metadata": {"name": "hf-token"},
                                                           "stringData": {"WRONG_KEY": "hf_x"}})
             wait_for(lambda: blocked("couldn't find key HF_TOKEN"), 120, describe="SecretNotFound for the key",
                      diagnostics=operator.log_tail)
             k8s.core.patch_namespaced_secret("hf-token", namespace, {"stringData": {"HF_TOKEN": "hf_x"}})
-            ready = k8s.wait_phase(namespace, name, "Ready", timeout=300, diagnostics=operator.log_tail)
+            # The kubelet retries a CreateContainerConfigError with its back-off (up to five minutes).
+            ready = k8s.wait_phase(namespace, name, "Ready", timeout=480, diagnostics=operator.log_tail)
             assert ready["status"]["resolvedRevision"]
-            assert [j.metadata.uid for j in k8s.download_jobs()] == [job.metadata.uid]  # the same Job started
+            assert [j.metadata.uid for j in k8s.download_jobs(download)] == [job.metadata.uid]  # the same Job
             assert forbidden_lines(operator.log_text()) == []
         finally:
             k8s.delete_cache(namespace, name)
