@@ -47,6 +47,7 @@ crd: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks hack
 	$(BIN)/mypy
+	$(BIN)/deptry src
 
 unit: setup
 	$(BIN)/pytest tests/unit

@@ -14,5 +14,7 @@ trap 'rm -rf "$wheels"' EXIT
 # --no-deps: only our own wheel is built here; its dependencies come from the index as released wheels.
 "$venv/bin/pip" wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$wheels" "$src"
 "$venv/bin/pip" install --quiet --disable-pip-version-check "$wheels"/modelcache_operator-*.whl
+# A dependency whose own requirements the resolver left unmet fails the build, not the first download.
+"$venv/bin/pip" check --disable-pip-version-check
 # The prewarm init container copies prewarm.py/prewarm.sh into serving pods that run as any UID.
 find "$venv" -path '*/site-packages/modelcache_operator/prewarm/*' -type f -exec chmod a+r {} +

@@ -2,11 +2,15 @@
 ModelCaches and ModelStores, plus: the argocd-cm snippet carries exactly that Lua for both kinds, and the
 Applications sync the operator, then the stores, then the caches that name them.
 
-Needs the Debian packages lua5.4 and lua-cjson; missing ones fail the test with the install command."""
+Every check runs twice: under lua5.4 (Debian's lua5.4 and lua-cjson) and under gopher-lua, the Lua 5.1 that Argo
+CD embeds, with Argo CD's conventions (tests/argocd_lua: only the base, table, string and math libraries, `obj`
+a global, JSON null as nil). A missing tool fails the test with how to install it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +22,7 @@ import yaml
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ARGOCD = EXAMPLES / "argocd"
 HEALTH_LUA = ARGOCD / "health.lua"
+GOPHER_LUA = Path(__file__).resolve().parents[1] / "argocd_lua"
 HEALTH_KEYS = {f"resource.customizations.health.modelcache.dev_{kind}" for kind in ("ModelStore", "ModelCache")}
 WAVE = "argocd.argoproj.io/sync-wave"
 
@@ -39,8 +44,7 @@ io.write(cjson.encode({status = hs.status, message = hs.message}))
 """
 
 
-@pytest.fixture(scope="module")
-def lua(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+def _lua54(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     interpreter = shutil.which("lua5.4")
     assert interpreter, "lua5.4 not found: apt-get install -y lua5.4 lua-cjson"
     probe = subprocess.run([interpreter, "-e", 'require("cjson")'], capture_output=True, text=True)
@@ -48,6 +52,29 @@ def lua(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     runner = tmp_path_factory.mktemp("lua") / "run.lua"
     runner.write_text(RUNNER)
     return [interpreter, str(runner)]
+
+
+def _gopher_lua() -> list[str]:
+    """Argo CD's own interpreter (gopher-lua, Lua 5.1): tests/argocd_lua built with Go from the module proxy,
+    cached under ~/.cache/modelcache-operator/bins by the hash of its sources."""
+    go = shutil.which("go")
+    assert go, "go not found: the gopher-lua runner is built from tests/argocd_lua with Go"
+    digest = hashlib.sha256(b"".join((GOPHER_LUA / n).read_bytes() for n in ("main.go", "go.mod", "go.sum")))
+    cache = Path.home() / ".cache" / "modelcache-operator"
+    binary = cache / "bins" / f"argocd-health-{digest.hexdigest()[:16]}"
+    if not binary.exists():
+        env = {**os.environ, "GOMODCACHE": str(cache / "go" / "mod"), "GOCACHE": str(cache / "go" / "build"),
+               "GOFLAGS": "-mod=readonly"}
+        built = subprocess.run([go, "build", "-o", str(binary), "."], cwd=GOPHER_LUA, env=env,
+                               capture_output=True, text=True, timeout=600)
+        assert built.returncode == 0, f"building the gopher-lua runner failed:\n{built.stderr}"
+    return [str(binary)]
+
+
+@pytest.fixture(scope="module", params=["lua5.4", "gopher-lua"])
+def lua(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Each interpreter as a command that takes the script's path and the object as JSON on stdin."""
+    return _lua54(tmp_path_factory) if request.param == "lua5.4" else _gopher_lua()
 
 
 def health(lua: list[str], obj: dict[str, Any], script: Path = HEALTH_LUA) -> dict[str, str]:

@@ -37,7 +37,6 @@ EXPECTED_RULES = {
     ("", "persistentvolumeclaims"): OWN,
     ("batch", "jobs"): OWN,
     ("", "pods"): ["get", "list", "watch", "patch"],  # patch: removing our scheduling gates only
-    ("", "secrets"): ["get"],
     ("", "serviceaccounts"): IDENTITY,
     ("rbac.authorization.k8s.io", "roles"): IDENTITY,
     ("rbac.authorization.k8s.io", "rolebindings"): IDENTITY,
@@ -53,6 +52,8 @@ NON_DEFAULT = [
     "--set", "operator.watchNamespaces={llm,staging}",
     "--set", "image.repository=registry.example.com/mc",
     "--set", "image.tag=1.2.3",
+    "--set", "image.pullPolicy=Always",
+    "--set-json", 'imagePullSecrets=[{"name": "registry-a"}, {"name": "registry-b"}]',
     "--set", "operator.resyncSeconds=60",
     "--set", "crds.enabled=false",
     "--set", "stores.allowHostPath=true",
@@ -200,6 +201,8 @@ def test_deployment_is_single_restricted_and_probed(defaults: list[dict[str, Any
         # Shared downloads and the Secrets ModelStores name live in the operator's own namespace.
         "MODELCACHE_NAMESPACE": {"valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         "MODELCACHE_ALLOW_HOST_PATH": {"value": "false"},
+        "MODELCACHE_IMAGE_PULL_POLICY": {"value": "IfNotPresent"},
+        "MODELCACHE_IMAGE_PULL_SECRETS": {"value": ""},
     }
 
 
@@ -343,6 +346,9 @@ def test_non_default_values(custom: list[dict[str, Any]]) -> None:
     assert values["MODELCACHE_NAMESPACES"] == "llm,staging"
     assert values["MODELCACHE_RESYNC_SECONDS"] == "60"
     assert values["MODELCACHE_ALLOW_HOST_PATH"] == "true"
+    assert values["MODELCACHE_IMAGE_PULL_POLICY"] == "Always"
+    assert values["MODELCACHE_IMAGE_PULL_SECRETS"] == "registry-a,registry-b"
+    assert container(custom)["imagePullPolicy"] == "Always"
     # Namespaces are read in every mode (ModelStore namespaceSelectors), so the rules never change.
     assert rules_by_resource(one(custom, "ClusterRole")) == EXPECTED_RULES
 

@@ -88,6 +88,12 @@ def test_the_wheel_is_what_runs(image_venv: Path, tmp_path: Path) -> None:
     assert Path(prefix) == image_venv
 
 
+def test_pip_check_passes_in_the_image_venv(image_venv: Path, tmp_path: Path) -> None:
+    """install-wheel.sh runs `pip check` too (so the image build fails); this names the broken requirement."""
+    result = run_tool(image_venv, "python", "-m", "pip", "check", "--disable-pip-version-check", cwd=tmp_path)
+    assert (result.returncode, result.stdout.strip()) == (0, "No broken requirements found."), result.stdout
+
+
 def test_prewarm_tools_ship_world_readable(image_venv: Path, tmp_path: Path) -> None:
     """The init container copies the tools (prewarm.py, its modules, prewarm.sh) into pods that run as
     arbitrary UIDs."""

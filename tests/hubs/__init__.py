@@ -24,6 +24,7 @@ import importlib.util
 import json
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -110,10 +111,13 @@ class FakeHub:
     default_branch: ClassVar[str] = "main"
 
     def __init__(self, token: str | None = None, prefix: str = "", lfs_threshold: int = 1 << 20,
-                 host: str = "127.0.0.1") -> None:
-        """host: the local address to listen on (the real node's pods reach the hub on the pod bridge's)."""
+                 host: str = "127.0.0.1", tls: ssl.SSLContext | None = None, url_host: str | None = None) -> None:
+        """host: the local address to listen on (the real node's pods reach the hub on the pod bridge's).
+        tls: serve HTTPS with this context; url_host: the name in `url` (one only a proxy resolves)."""
         self.token = token
         self.host = host
+        self.tls = tls
+        self.url_host = url_host or host
         self.prefix = prefix.rstrip("/")
         self.lfs_threshold = lfs_threshold
         self.repos: dict[str, Repo] = {}
@@ -143,7 +147,8 @@ class FakeHub:
     def url(self) -> str:
         if self._server is None:
             raise HubStartError("hub not started")
-        return f"http://{self.host}:{self._server.server_address[1]}{self.prefix}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.url_host}:{self._server.server_address[1]}{self.prefix}"
 
     def start(self) -> Self:
         hub = self
@@ -164,6 +169,8 @@ class FakeHub:
             self._server = ThreadingHTTPServer((self.host, 0), Handler)
         except OSError as e:
             raise HubStartError(f"cannot bind {self.host}: {e}") from e
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=type(self).__name__, daemon=True)

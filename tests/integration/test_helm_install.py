@@ -259,6 +259,10 @@ def test_operator_works_with_only_the_chart_clusterrole(k8s: Cluster, local_clus
                                                         only_operator: None) -> None:
     admission = kubernetes.client.AdmissionregistrationV1Api(k8s.client)
     with chart_identity(k8s, local_cluster, binaries, tmp_path) as identity:
+        # No Secret access at all; SecretNotFound comes from the download pod, proven under this same
+        # ClusterRole on a real kubelet by tests/integration/test_secrets_real_node.py.
+        cluster_role = next(d for d in identity.docs if d["kind"] == "ClusterRole")
+        assert [r for r in cluster_role["rules"] if {"secrets", "*"} & set(r["resources"])] == []
         operator = start_operator(identity, tmp_path / "operator")
         webhooks = local_webhooks(identity.docs, operator, uuid.uuid4().hex[:6])
         store = f"rbac-{uuid.uuid4().hex[:6]}"

@@ -565,29 +565,19 @@ def test_same_model_in_two_namespaces_shares_one_download(k8s: Cluster, operator
 
 # ----- secrets -----
 
-def test_missing_token_secret_blocks_the_private_download_until_it_appears(
+def test_private_download_gets_its_own_claim_and_the_token_by_reference(
         k8s: Cluster, namespace: str, operator: OperatorProcess, local_cluster: LocalCluster,
         stores: Stores) -> None:
     """A cache with its own token gets a download private to its namespace, on a writable claim limited to
-    that namespace's model folder; its Job waits for the Secret."""
+    that namespace's model folder. The operator never reads the Secret: a missing one is the pod's
+    CreateContainerConfigError on a real kubelet (tests/integration/test_secrets_real_node.py)."""
     store = stores.nfs(namespace)
     k8s.create_cache(namespace, with_token(cache_manifest("needs-token", store)))
-    pending = wait_reason(k8s, namespace, "needs-token", "SecretNotFound", operator)
-    assert pending["status"]["phase"] == "Pending"
-    ready = k8s.condition(pending, "Ready")
-    assert "hf-token" in ready["message"] and namespace in ready["message"]
-    assert k8s.condition(pending, "Downloaded")["reason"] == "SecretNotFound"
-    ref = pending["status"]["downloadRef"]
+    cache = cache_with_download(k8s, namespace, "needs-token", operator)
+    ref = cache["status"]["downloadRef"]
     assert ref["namespace"] == namespace and ref["shared"] is False
     download = k8s.get_download(namespace, ref["name"])
     assert download is not None
-    assert download["status"]["phase"] == "Pending"
-    assert k8s.condition(download, "Ready")["reason"] == "SecretNotFound"
-    assert k8s.download_jobs(ref["name"]) == []
-    wait_for(lambda: "SecretNotFound" in event_reasons(k8s, namespace, "needs-token"), 20,
-             describe="a SecretNotFound event")
-
-    hf_token_secret(k8s, namespace)
     job = job_of(k8s, download, operator)
     assert job.metadata.namespace == namespace
     assert download["spec"]["folder"] == "all" and cache_mount(job).sub_path == "all"
@@ -600,46 +590,29 @@ def test_missing_token_secret_blocks_the_private_download_until_it_appears(
                       read_only=False)
     serving = k8s.core.read_persistent_volume(naming.pv_name(namespace, "needs-token"))
     _assert_pv_source("nfs", serving, store_spec, private_dir, read_only=True)
-    assert env_of(job)["MC_HUB_TOKEN"].value_from.secret_key_ref.name == "hf-token"
+    token = env_of(job)["MC_HUB_TOKEN"]
+    assert token.value is None and token.value_from.secret_key_ref.name == "hf-token"
     publish(reporter_for(k8s, local_cluster, download), job.metadata.name)
     ready_cache_ = k8s.wait_phase(namespace, "needs-token", "Ready", diagnostics=operator.log_tail)
     assert ready_cache_["status"]["revisionPath"] == f"all/{REVISION_A}"
 
 
-def test_missing_store_credentials_block_the_shared_download(k8s: Cluster, namespace: str,
-                                                            operator: OperatorProcess, stores: Stores) -> None:
-    """A shared download uses the store's hub credentials, a Secret in the operator's namespace."""
+def test_shared_download_takes_the_stores_credentials_by_reference(k8s: Cluster, namespace: str,
+                                                                  operator: OperatorProcess,
+                                                                  stores: Stores) -> None:
+    """A shared download uses the store's hub credentials, a Secret in the operator's namespace that the
+    operator itself never reads."""
     secret = f"hub-{uuid.uuid4().hex[:6]}"
     store = stores.nfs(namespace, hubCredentials={"huggingface": {"name": secret, "key": "HF_TOKEN"}})
     k8s.create_cache(namespace, cache_manifest("shared-token", store))
-    pending = wait_reason(k8s, namespace, "shared-token", "SecretNotFound", operator)
-    assert pending["status"]["phase"] == "Pending"
-    message = k8s.condition(pending, "Ready")["message"]
-    assert secret in message and OPERATOR_NAMESPACE in message
-    ref = pending["status"]["downloadRef"]
+    cache = cache_with_download(k8s, namespace, "shared-token", operator)
+    ref = cache["status"]["downloadRef"]
     assert ref["namespace"] == OPERATOR_NAMESPACE and ref["shared"] is True
-    assert k8s.download_jobs(ref["name"]) == []
-    try:
-        hf_token_secret(k8s, OPERATOR_NAMESPACE, name=secret)
-        download = k8s.get_download(OPERATOR_NAMESPACE, ref["name"])
-        assert download is not None
-        job = job_of(k8s, download, operator)
-        token = env_of(job)["MC_HUB_TOKEN"]
-        assert token.value is None
-        assert (token.value_from.secret_key_ref.name, token.value_from.secret_key_ref.key) == (secret, "HF_TOKEN")
-    finally:
-        k8s.core.delete_namespaced_secret(secret, OPERATOR_NAMESPACE)
-
-
-def test_secret_without_the_key_is_reported(k8s: Cluster, namespace: str, operator: OperatorProcess,
-                                            stores: Stores) -> None:
-    store = stores.nfs(namespace)
-    hf_token_secret(k8s, namespace, key="WRONG_KEY")
-    k8s.create_cache(namespace, with_token(cache_manifest("wrong-key", store)))
-    pending = wait_reason(k8s, namespace, "wrong-key", "SecretNotFound", operator)
-    assert pending["status"]["phase"] == "Pending"
-    assert "has no key HF_TOKEN" in k8s.condition(pending, "Ready")["message"]
-    assert k8s.download_jobs(pending["status"]["downloadRef"]["name"]) == []
+    download = k8s.get_download(OPERATOR_NAMESPACE, ref["name"])
+    assert download is not None
+    token = env_of(job_of(k8s, download, operator))["MC_HUB_TOKEN"]
+    assert token.value is None
+    assert (token.value_from.secret_key_ref.name, token.value_from.secret_key_ref.key) == (secret, "HF_TOKEN")
 
 
 # ----- tenancy -----

@@ -166,6 +166,14 @@ def test_download_job_mounts_only_its_folder_and_carries_tokens_by_reference() -
     assert job["metadata"]["ownerReferences"][0]["kind"] == "ModelDownload"
 
 
+def test_finished_download_and_cleanup_jobs_expire() -> None:
+    """Their outcome is in the ModelDownload's status by then; the operator does not run them again."""
+    download = jobs.download_job(DOWNLOAD_BODY, download_spec(), store(nfs=NFS), "img:1")
+    cleanup = jobs.cleanup_job(DOWNLOAD_BODY, download_spec(), "a" * 40, "img:1")
+    assert download["spec"]["ttlSecondsAfterFinished"] == jobs.FINISHED_JOB_TTL_SECONDS
+    assert cleanup["spec"]["ttlSecondsAfterFinished"] == jobs.FINISHED_JOB_TTL_SECONDS
+
+
 def test_private_download_uses_the_caches_own_token() -> None:
     job = jobs.download_job(DOWNLOAD_BODY, download_spec(token=True), store(nfs=NFS), "img:1")
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}

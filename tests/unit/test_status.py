@@ -11,7 +11,14 @@ import pytest
 from modelcache_operator.api import v1alpha2 as api
 from modelcache_operator.builders import layout, status
 from modelcache_operator.builders.cache_status import CacheObservation, cache_status
-from modelcache_operator.builders.status import DownloadObservation, JobObservation, download_status
+from modelcache_operator.builders.status import (
+    DownloadObservation,
+    JobObservation,
+    container_config_error,
+    download_status,
+    finished_job,
+    missing_reference,
+)
 
 JOB = "mc-dl-nfs-qwen-1"
 BASE = DownloadObservation(generation=1, job_name=JOB, job=JobObservation(name=JOB, active=True), report=None)
@@ -43,6 +50,36 @@ def test_download_phase_and_ready_reason(obs: DownloadObservation, phase: str, r
     assert (result["phase"], ready["reason"]) == (phase, reason)
     assert ready["status"] == ("True" if phase == "Ready" else "False")
     assert "download" not in result  # the downloader's report is never written by the operator
+
+
+def test_a_missing_secret_is_read_from_the_pods_container_config_error() -> None:
+    """What the kubelet writes when a secretKeyRef cannot be resolved; the operator reads no Secret."""
+    waiting = {"containerStatuses": [{"name": "downloader", "state": {"waiting": {
+        "reason": "CreateContainerConfigError", "message": 'secret "hf-token" not found'}}}]}
+    assert container_config_error(waiting) == 'secret "hf-token" not found'
+    assert container_config_error({"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}],
+                                   "initContainerStatuses": [{"state": {"running": {}}}]}) is None
+    blocked = missing_reference(JOB, "couldn't find key HF_TOKEN in Secret team/hf-token")
+    result = download_status(replace(BASE, blocked=blocked), "now")
+    ready = next(c for c in result["conditions"] if c["type"] == "Ready")
+    assert (result["phase"], ready["reason"]) == ("Pending", "SecretNotFound")
+    assert JOB in ready["message"] and "couldn't find key HF_TOKEN" in ready["message"]
+    assert missing_reference(JOB, 'configmap "ca" not found')[1] == "ContainerConfigError"
+
+
+def test_a_job_removed_after_it_finished_keeps_its_outcome() -> None:
+    """ttlSecondsAfterFinished removed the Job: status says how it ended, so no new Job is due."""
+    published = report("Published", resolvedRevision=A, bytesTotal=9)
+    failed = download_status(replace(BASE, job=JobObservation(name=JOB, failed=True, failure_reason="NotFound",
+                                                              failure_message="no such repo")), "t0")
+    running = download_status(BASE, "t0")
+    assert finished_job({}, JOB, published) == JobObservation(name=JOB, succeeded=True)
+    assert finished_job(failed, JOB, None) == JobObservation(name=JOB, failed=True, failure_reason="NotFound",
+                                                             failure_message="no such repo")
+    assert finished_job(failed, "mc-dl-another", None) is None
+    assert finished_job(running, JOB, report("Downloading")) is None  # killed mid-way: resume in a new Job
+    again = download_status(replace(BASE, job=finished_job(failed, JOB, None), previous=failed), "t1")
+    assert again == failed
 
 
 def test_published_download_records_revision_and_size() -> None:

@@ -7,6 +7,7 @@ ops are proven to apply (right `add` paths, escaping, list handling), not just t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import subprocess
@@ -1476,3 +1477,13 @@ def test_default_settings_use_the_prewarm_hook_commands() -> None:
     ] == hook.poststart_command(
         "/opt/modelcache", ["/models/tiny"], 8, 900, "/var/log/modelcache/prewarm-app.log"
     )
+
+
+def test_injected_init_containers_take_the_charts_image_settings_and_the_pods_pull_secrets() -> None:
+    """The kubelet pulls them with the pod's own imagePullSecrets, which the webhook leaves as they are."""
+    pod = statefulset_pod()
+    pod["spec"]["imagePullSecrets"] = [{"name": "team-registry"}]
+    settings = dataclasses.replace(SETTINGS, image_pull_policy="Always")
+    _, out = admit(pod, {"deepseek-r1": ready("deepseek-r1", pvc="deepseek-r1")}, settings)
+    assert {(c["image"], c["imagePullPolicy"]) for c in out["spec"]["initContainers"]} == {(IMAGE, "Always")}
+    assert out["spec"]["imagePullSecrets"] == [{"name": "team-registry"}]

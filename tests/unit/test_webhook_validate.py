@@ -132,11 +132,18 @@ def test_spec_storage_is_refused_with_the_crd_rules_message() -> None:
 
 
 def test_a_spec_the_model_refuses_names_each_field() -> None:
-    spec = cache(source={"huggingface": {"repo": "not a repo"}}, surprise=True)
+    spec = cache(source={"huggingface": {"repo": "not a repo", "revision": "-x"}})
     errors, _ = validate_modelcache(spec, "llm", TEAM_LABELS, {"shared": store()}, False)
     assert len(errors) == 2
     assert errors[0].startswith("spec.source.huggingface.repo: String should match pattern")
-    assert errors[1] == "spec.surprise: Extra inputs are not permitted"
+    assert errors[1].startswith("spec.source.huggingface.revision: String should match pattern")
+
+
+def test_a_field_only_a_newer_crd_has_is_admitted() -> None:
+    """The apiserver validated it against the installed CRD, which may be newer than this webhook."""
+    spec = cache(future={"knob": 1})
+    spec["source"]["huggingface"]["mirrorPolicy"] = "nearest"
+    assert validate_modelcache(spec, "llm", TEAM_LABELS, {"shared": store()}, False) == ([], [])
 
 
 # ----- validate_modelstore -----

@@ -68,3 +68,10 @@ namespaceSelector:
         {{- toYaml . | nindent 8 }}
     {{- end }}
 {{- end }}
+
+{{/* The names in imagePullSecrets, comma-separated, for MODELCACHE_IMAGE_PULL_SECRETS. */}}
+{{- define "mc.pullSecretNames" -}}
+{{- $names := list -}}
+{{- range .Values.imagePullSecrets }}{{- $names = append $names .name -}}{{- end -}}
+{{- join "," $names -}}
+{{- end -}}

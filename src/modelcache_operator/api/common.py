@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.config import JsonDict
@@ -25,9 +25,17 @@ def cel(rule: str, message: str, **extra: str) -> JsonDict:
 
 
 class ApiModel(BaseModel):
-    """Strict base: unknown fields are errors in Python, and the CRD schema mirrors the model exactly."""
+    """Strict where our code writes: an unknown field is an error when a model is built, and the CRD schema
+    mirrors the model exactly (the apiserver prunes or, with strict field validation, refuses the rest)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @classmethod
+    def from_api(cls, data: Any) -> Self:
+        """Reads back what the apiserver already validated (specs, status, the downloader's report). Its CRD
+        may be newer than this code (GitOps applies CRDs first; an image rollback), so fields this version
+        does not know are ignored instead of failing the reconcile or the admission."""
+        return cls.model_validate(data, extra="ignore")
 
 
 class Condition(ApiModel):

@@ -17,6 +17,7 @@ from .common import (
     Condition,
     cel,
 )
+from .job_options import DownloadJobOptions
 
 
 class StoreSecretRef(ApiModel):
@@ -183,6 +184,9 @@ class ModelStoreSpec(ApiModel):
                                   "private to their namespace instead.")
     compileCache: CompileCache = Field(default_factory=CompileCache,
                                        description="Writable compile-cache folders for serving pods.")
+    downloadJob: DownloadJobOptions | None = Field(
+        default=None, description="Proxies, a CA bundle, pull secrets and placement for this store's download "
+                                  "and cleanup Jobs.")
 
 
 class ModelStoreStatus(ApiModel):

@@ -23,6 +23,7 @@ from .common import (
     Condition,
     cel,
 )
+from .job_options import ConfigMapKeyRef, DownloadJobOptions, EnvVar
 from .names import API_VERSION, GROUP, VERSION
 from .store import (
     STORAGE_BACKENDS,
@@ -55,7 +56,10 @@ __all__ = [
     "ApiModel",
     "CompileCache",
     "Condition",
+    "ConfigMapKeyRef",
+    "DownloadJobOptions",
     "EfsBackend",
+    "EnvVar",
     "HostPathBackend",
     "HubCredentials",
     "LabelSelector",
@@ -317,6 +321,15 @@ class ModelCacheStatus(ApiModel):
         default=None, description="Set when the store gives serving pods a compile cache.")
 
 
+class CleanupFailure(ApiModel):
+    """A cleanup Job that failed: kept after the Job is gone, so the operator does not run it again."""
+
+    jobUid: str
+    retry: str = Field(default="", description="The modelcache.dev/retry annotation it ran under; a new value "
+                                               "runs a new cleanup Job.")
+    message: str = ""
+
+
 class ModelDownloadStatus(ApiModel):
     phase: Phase | None = None
     observedGeneration: int | None = None
@@ -326,3 +339,4 @@ class ModelDownloadStatus(ApiModel):
     sizeBytes: int | None = None
     download: DownloadReport | None = Field(default=None, description="Written by the downloader only.")
     unusedSince: str | None = Field(default=None, description="Since when no cache wants and no pod uses it.")
+    cleanupFailed: CleanupFailure | None = None

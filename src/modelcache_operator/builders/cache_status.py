@@ -63,7 +63,7 @@ def _downloaded(obs: CacheObservation) -> tuple[api.Phase, ConditionValue]:
     if obs.download is None or ref is None:
         name = f"{ref.namespace}/{ref.name}" if ref else "?"
         return "Downloading", ("False", "DownloadPending", f"ModelDownload {name} is being created")
-    status = api.ModelDownloadStatus.model_validate(obs.download)
+    status = api.ModelDownloadStatus.from_api(obs.download)
     theirs = next((c for c in status.conditions or [] if c.type == DOWNLOADED), None)
     if theirs is None:
         return "Downloading", ("False", "DownloadPending", f"ModelDownload {ref.name} has not started")
@@ -114,7 +114,7 @@ def cache_status(obs: CacheObservation, now: str) -> dict[str, Any]:
     result = _verdict(obs)
     previous_conditions: list[dict[str, Any]] = obs.previous.get("conditions") or []
     raw_report = (obs.download or {}).get("download")
-    report = api.DownloadReport.model_validate(raw_report) if raw_report else None
+    report = api.DownloadReport.from_api(raw_report) if raw_report else None
     status: dict[str, Any] = {
         "phase": result.phase,
         "observedGeneration": obs.generation,

@@ -22,6 +22,9 @@ RESTRICTED_SECURITY_CONTEXT: dict[str, Any] = {
 }
 # The image's non-root user; fsGroup makes fresh volumes writable for it.
 RUN_AS_USER = 65532
+# Finished Jobs go after this long (their outcome is in the ModelDownload's status by then): long enough to
+# read a failed pod's logs, and no finished Job and pod per download piling up in the namespace.
+FINISHED_JOB_TTL_SECONDS = 3600
 
 
 def _env(name: str, value: str) -> dict[str, Any]:
@@ -161,6 +164,7 @@ def download_job(download_body: dict[str, Any], spec: api.ModelDownloadSpec, sto
         "spec": {
             "backoffLimit": spec.download.backoffLimit,
             "activeDeadlineSeconds": spec.download.activeDeadlineSeconds,
+            "ttlSecondsAfterFinished": FINISHED_JOB_TTL_SECONDS,
             "podFailurePolicy": {"rules": [
                 # Unauthorized, NotFound, ... : fail at once, a retry cannot fix them (downloader/errors.py).
                 {"action": "FailJob", "onExitCodes": {"containerName": DOWNLOADER_CONTAINER, "operator": "In",
@@ -185,6 +189,7 @@ def cleanup_job(download_body: dict[str, Any], spec: api.ModelDownloadSpec, revi
         "spec": {
             "backoffLimit": 3,
             "activeDeadlineSeconds": 3600,
+            "ttlSecondsAfterFinished": FINISHED_JOB_TTL_SECONDS,
             "template": {"metadata": {"labels": labels}, "spec": {
                 "restartPolicy": "Never",
                 "securityContext": {"runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_USER, "runAsNonRoot": True},

@@ -19,6 +19,7 @@ SERVED_FIELDS = ("resolvedRevision", "revisionPath", "servedFrom", "sizeBytes", 
 @dataclass(frozen=True)
 class JobObservation:
     name: str
+    uid: str = ""
     started: str | None = None  # RFC 3339, from the Job's status
     finished: str | None = None
     active: bool = False
@@ -89,6 +90,35 @@ class DownloadObservation:
     previous: dict[str, Any] = field(default_factory=dict)
     unused_since: str | None = None  # since when no cache wants and no pod uses it
     report_from_job: bool = False  # `report` came from the Job's termination message, not from status
+
+
+def container_config_error(pod_status: dict[str, Any]) -> str | None:
+    """The kubelet's message when it cannot start a container because a referenced Secret, key or
+    ConfigMap is missing (CreateContainerConfigError). The operator may not read Secrets; this is how it
+    learns that one is missing."""
+    for container in [*(pod_status.get("initContainerStatuses") or []), *(pod_status.get("containerStatuses") or [])]:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") == "CreateContainerConfigError":
+            return str(waiting.get("message") or "CreateContainerConfigError")
+    return None
+
+
+def missing_reference(job_name: str, kubelet_message: str) -> ConditionValue:
+    """A download blocked until the Secret (or ConfigMap) its pod references exists."""
+    reason = "SecretNotFound" if "secret" in kubelet_message.lower() else "ContainerConfigError"
+    return "False", reason, f"the pod of Job {job_name} cannot start: {kubelet_message}"
+
+
+def finished_job(previous: dict[str, Any], job_name: str, report: api.DownloadReport | None) -> JobObservation | None:
+    """The outcome of `job_name` as status recorded it, once the Job is gone (ttlSecondsAfterFinished): a
+    published report, or a Failed phase with its reason. None when status records no outcome of that Job."""
+    if report and report.state == "Published":
+        return JobObservation(name=job_name, succeeded=True)
+    if previous.get("jobName") != job_name or previous.get("phase") != "Failed":
+        return None
+    failed: dict[str, Any] = next((c for c in previous.get("conditions") or [] if c.get("type") == DOWNLOADED), {})
+    return JobObservation(name=job_name, failed=True, failure_reason=failed.get("reason"),
+                          failure_message=failed.get("message"))
 
 
 def _download_verdict(obs: DownloadObservation) -> tuple[api.Phase, ConditionValue]:

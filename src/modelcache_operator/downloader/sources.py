@@ -75,6 +75,9 @@ class HuggingFaceSource:
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self._token = token
         self._opener = make_opener()
+        # The client's telemetry fetches a registry from huggingface.co itself, whatever the endpoint: a
+        # request to the public hub from a Job told to use a mirror (behind a proxy, a refused CONNECT).
+        constants.HF_HUB_DISABLE_TELEMETRY = True
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:

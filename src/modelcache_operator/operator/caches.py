@@ -43,7 +43,7 @@ class CacheReconciler(Converger):
         meta = body["metadata"]
         namespace, generation = meta["namespace"], meta.get("generation", 1)
         try:
-            spec = api.ModelCacheSpec.model_validate(body.get("spec") or {})
+            spec = api.ModelCacheSpec.from_api(body.get("spec") or {})
         except ValidationError as error:
             return self._write(body, CacheObservation(generation, invalid_spec=validation_message(error)))
         self.ensure_finalizer(body)

@@ -23,6 +23,9 @@ class OperatorConfig:
     operator_namespace: str
     # hostPath stores reach the node's filesystem: development clusters only (chart value stores.allowHostPath).
     allow_host_path: bool
+    # The chart's image.pullPolicy and imagePullSecrets (Secrets in operator_namespace).
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -40,4 +43,6 @@ class OperatorConfig:
             namespaces=tuple(n for n in env.get("MODELCACHE_NAMESPACES", "").split(",") if n),
             operator_namespace=env.get("MODELCACHE_NAMESPACE", "modelcache-system"),
             allow_host_path=env.get("MODELCACHE_ALLOW_HOST_PATH", "false").lower() == "true",
+            image_pull_policy=env.get("MODELCACHE_IMAGE_PULL_POLICY", "IfNotPresent"),
+            image_pull_secrets=tuple(n for n in env.get("MODELCACHE_IMAGE_PULL_SECRETS", "").split(",") if n),
         )

@@ -9,12 +9,20 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from ..api import v1alpha2 as api
-from ..api.names import ANN_REMOVAL, FINALIZER
+from ..api.names import ANN_REMOVAL, ANNOTATION_RETRY, FINALIZER
 from ..builders import jobs, naming
-from ..builders.status import DownloadObservation, JobObservation, download_status
+from ..builders.job_options import with_image_settings, with_store_options
+from ..builders.status import (
+    DownloadObservation,
+    JobObservation,
+    download_status,
+    finished_job,
+    missing_reference,
+)
 from . import metrics
 from .converge import Converger, now_rfc3339, object_key, parse_time, validation_message
 from .views import DownloadView, StoreEntry
@@ -43,6 +51,14 @@ def with_termination_message(job: JobObservation, message: str) -> JobObservatio
                    failure_message=str(parsed.get("message") or job.failure_message or ""))
 
 
+def _refusal(error: ApiException, store: str) -> str:
+    try:
+        message = str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        message = str(error.reason)
+    return f'the download Job was refused (check ModelStore "{store}" spec.downloadJob): {message}'
+
+
 def _invalid_store(store: StoreEntry) -> str | None:
     """The store reconciler's verdict: an Invalid store (hostPath disabled, an overlapping root) gets no new
     download Jobs."""
@@ -63,11 +79,11 @@ class DownloadReconciler(Converger):
 
     def converge(self, body: dict[str, Any], view: DownloadView) -> str:
         meta = body["metadata"]
-        namespace, generation = meta["namespace"], meta.get("generation", 1)
+        generation = meta.get("generation", 1)
         job_name = naming.download_job_name(meta["name"])
         previous = body.get("status") or {}
         raw_report = previous.get("download")
-        report = api.DownloadReport.model_validate(raw_report) \
+        report = api.DownloadReport.from_api(raw_report) \
             if raw_report and raw_report.get("jobName") == job_name else None
         final = view.job.final_report if view.job else None
         from_job = bool(final and final.jobName == job_name and (report is None or report.state != "Published"))
@@ -81,30 +97,36 @@ class DownloadReconciler(Converger):
                 now_rfc3339()))
 
         try:
-            spec = api.ModelDownloadSpec.model_validate(body.get("spec") or {})
+            spec = api.ModelDownloadSpec.from_api(body.get("spec") or {})
         except ValidationError as error:
             return write(None, ("False", "InvalidSpec", validation_message(error)))
         if view.store is None or view.store.spec is None:
             return write(view.job, ("False", "StoreNotFound", f'ModelStore "{spec.store}" is missing or invalid'))
         store = view.store.spec
         self.ensure_finalizer(body)
-        job = view.job
+        # A finished Job removed by its TTL: its outcome is in status, and it never runs again.
+        job = view.job or finished_job(previous, job_name, report)
         invalid = _invalid_store(view.store)
         if job is None and report is not None and report.state == "Published":
             return write(None)  # published: a deleted Job is never re-run, the revision never re-resolved
         if job is None and invalid:
             return write(None, ("False", "StoreInvalid", invalid))
         if job is None:
-            problem = self._secret_problem(namespace, spec, store)
-            if problem:
-                return write(None, ("False", "SecretNotFound", problem))
+            # No Secret is read here (the operator may not): a missing token shows as the pod's
+            # CreateContainerConfigError, which the kubelet retries until the Secret exists.
             for manifest in jobs.downloader_rbac(body):
                 self.apply(object_key(body), manifest)
-            self.apply(object_key(body), jobs.download_job(body, spec, store, self.config.image,
-                                                           view.quota_free_bytes), present=False)
+            job_manifest = jobs.download_job(body, spec, store, self.config.image, view.quota_free_bytes)
+            try:
+                self.apply(object_key(body), self._configured(job_manifest, store.downloadJob), present=False)
+            except ApiException as error:
+                if error.status != 422:
+                    raise
+                # The store's downloadJob options (an affinity, say) made a Job the apiserver refuses.
+                return write(None, ("False", "JobRejected", _refusal(error, spec.store)))
             job = JobObservation(name=job_name, active=True)
         self._observe_duration(job)
-        phase = write(job)
+        phase = write(job, missing_reference(job_name, view.config_error) if view.config_error else None)
         if unused_since and self._expired(store, unused_since, phase == "Ready", view):
             self.remove(body, "ttl")
         return phase
@@ -136,18 +158,8 @@ class DownloadReconciler(Converger):
         revision = (body.get("status") or {}).get("resolvedRevision")
         store_name = str((body.get("spec") or {}).get("store"))
         if reason and revision and view.store is not None and not view.twin_alive:
-            cleanup = view.cleanup_job
-            if cleanup is None:
-                spec = api.ModelDownloadSpec.model_validate(body.get("spec") or {})
-                self.apply(object_key(body), jobs.cleanup_job(body, spec, revision, self.config.image),
-                           present=False)
-                return "Deleting"
-            if cleanup.failed:
-                self.emit(body, "Warning", "CleanupFailed",
-                          f"Job {cleanup.name} could not remove revision {revision}; fix it and delete the Job to "
-                          f"retry, or remove the finalizer {FINALIZER} to keep the files")
-                return "Deleting"
-            if not cleanup.succeeded:
+            options = view.store.spec.downloadJob if view.store.spec else None
+            if not self._cleaned_up(body, revision, view.cleanup_job, options):
                 return "Deleting"
             metrics.REVISIONS_REMOVED.labels(store=store_name, reason=reason).inc()
             message = f"revision {revision} in {body['spec']['folder']} removed ({reason})"
@@ -157,16 +169,36 @@ class DownloadReconciler(Converger):
         self.forget(object_key(body))
         return "Deleting"
 
-    def _secret_problem(self, namespace: str, spec: api.ModelDownloadSpec, store: api.ModelStoreSpec) -> str | None:
-        ref = jobs.token_ref(spec, store)
-        if ref is None:
-            return None
-        secret = self.kube.get("Secret", ref.name, namespace)
-        if secret is None:
-            return f"Secret {ref.name} (the hub token) not found in namespace {namespace}"
-        if ref.key not in (secret.get("data") or {}) and ref.key not in (secret.get("stringData") or {}):
-            return f"Secret {ref.name} in namespace {namespace} has no key {ref.key}"
-        return None
+    def _configured(self, job: dict[str, Any], options: api.DownloadJobOptions | None) -> dict[str, Any]:
+        """A Job with the chart's image settings and the store's downloadJob options."""
+        here = job["metadata"]["namespace"] == self.config.operator_namespace
+        chart = with_image_settings(job, self.config.image_pull_policy, self.config.image_pull_secrets if here else ())
+        return with_store_options(chart, options)
+
+    def _cleaned_up(self, body: dict[str, Any], revision: str, cleanup: JobObservation | None,
+                    options: api.DownloadJobOptions | None) -> bool:
+        """Runs the cleanup Job once per value of the retry annotation. A failure is kept in status, so the
+        Job is not run again after its TTL removed it; a new annotation value runs a new one."""
+        meta = body["metadata"]
+        retry = (meta.get("annotations") or {}).get(ANNOTATION_RETRY, "")
+        recorded = (body.get("status") or {}).get("cleanupFailed") or {}
+        if cleanup is None:
+            if recorded and recorded.get("retry") == retry:
+                return False  # failed under this retry value; its Job is gone
+            spec = api.ModelDownloadSpec.from_api(body.get("spec") or {})
+            manifest = self._configured(jobs.cleanup_job(body, spec, revision, self.config.image), options)
+            self.apply(object_key(body), manifest, present=False)
+            return False
+        if cleanup.failed and cleanup.uid != recorded.get("jobUid"):
+            message = (f"Job {cleanup.name} could not remove revision {revision}: {cleanup.failure_message or ''}; "
+                       f"fix it and set the annotation {ANNOTATION_RETRY} to a new value to retry, or remove the "
+                       f"finalizer {FINALIZER} to keep the files")
+            self.kube.patch_status(self.kind, meta["namespace"], meta["name"], {"cleanupFailed": {
+                "jobUid": cleanup.uid, "retry": retry, "message": message[:1024]}})
+            self.emit(body, "Warning", "CleanupFailed", message)
+        elif cleanup.failed and recorded.get("retry") != retry:
+            self.kube.delete("Job", cleanup.name, meta["namespace"])  # the retry runs a fresh Job
+        return cleanup.succeeded
 
     def _observe_duration(self, job: JobObservation) -> None:
         """Records each finished download Job once per process (a restart may record a Job again)."""

@@ -16,7 +16,7 @@ from ..api.names import LABEL_CACHE_NAMESPACE, LABEL_DOWNLOAD, LABEL_INJECT, LAB
 from ..builders.compile_cache import FOLDER_JOB_ROLE
 from ..builders.gates import gated_caches
 from ..builders.pins import pinned_downloads
-from ..builders.status import JobObservation
+from ..builders.status import JobObservation, container_config_error
 from . import observe
 from .caches import CacheReconciler
 from .config import OperatorConfig
@@ -81,11 +81,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 # ----- indices: what the watches know, so reconciles need no reads -----
 
-def _job_observation(name: str, status: dict[str, Any]) -> JobObservation:
+def _job_observation(name: str, uid: str, status: dict[str, Any]) -> JobObservation:
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     failed = conditions.get("Failed")
     return JobObservation(
         name=name,
+        uid=uid,
         started=status.get("startTime"),
         finished=(failed or {}).get("lastTransitionTime") or status.get("completionTime"),
         active=bool(status.get("active")),
@@ -97,15 +98,15 @@ def _job_observation(name: str, status: dict[str, Any]) -> JobObservation:
 
 
 @kopf.index("batch", "v1", "jobs", labels={**MANAGED, LABEL_ROLE: "downloader"})
-async def job_index(namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status,
+async def job_index(namespace: str | None, name: str, uid: str, labels: kopf.Labels, status: kopf.Status,
                     **_: Any) -> dict[IndexKey, JobObservation]:
-    return {(namespace, labels.get(LABEL_DOWNLOAD, "")): _job_observation(name, dict(status))}
+    return {(namespace, labels.get(LABEL_DOWNLOAD, "")): _job_observation(name, uid, dict(status))}
 
 
 @kopf.index("batch", "v1", "jobs", labels={**MANAGED, LABEL_ROLE: "cleanup"})
-async def cleanup_index(namespace: str | None, name: str, labels: kopf.Labels, status: kopf.Status,
+async def cleanup_index(namespace: str | None, name: str, uid: str, labels: kopf.Labels, status: kopf.Status,
                         **_: Any) -> dict[IndexKey, JobObservation]:
-    return {(namespace, labels.get(LABEL_DOWNLOAD, "")): _job_observation(name, dict(status))}
+    return {(namespace, labels.get(LABEL_DOWNLOAD, "")): _job_observation(name, uid, dict(status))}
 
 
 @kopf.index("", "v1", "persistentvolumeclaims", labels=MANAGED)
@@ -121,6 +122,16 @@ async def termination_index(namespace: str | None, labels: kopf.Labels, status: 
         message = ((container.get("state") or {}).get("terminated") or {}).get("message")
         if message and "job-name" in labels:
             return {(namespace, labels.get(LABEL_DOWNLOAD, "")): (labels["job-name"], message)}
+    return {}
+
+
+@kopf.index("", "v1", "pods", labels={**MANAGED, LABEL_ROLE: "downloader"})
+async def config_error_index(namespace: str | None, labels: kopf.Labels, status: kopf.Status,
+                             **_: Any) -> dict[IndexKey, tuple[str, str]]:
+    """Download pods the kubelet cannot start for a missing Secret or key: (Job name, the kubelet's message)."""
+    message = container_config_error(dict(status))
+    if message and "job-name" in labels:
+        return {(namespace, labels.get(LABEL_DOWNLOAD, "")): (labels["job-name"], message)}
     return {}
 
 
@@ -167,7 +178,7 @@ def _cache_lookup(indices: dict[str, Any], deleted: IndexKey | None = None) -> C
 @kopf.index(api.GROUP, api.VERSION, api.STORE_PLURAL)
 async def store_index(name: str, body: kopf.Body, **_: Any) -> dict[str, StoreEntry]:
     try:
-        spec: api.ModelStoreSpec | None = api.ModelStoreSpec.model_validate(dict(body.get("spec") or {}))
+        spec: api.ModelStoreSpec | None = api.ModelStoreSpec.from_api(dict(body.get("spec") or {}))
     except ValueError:
         spec = None
     return {name: StoreEntry(dict(body), spec)}

@@ -88,6 +88,8 @@ def download_view(body: dict[str, Any], indices: dict[str, Any], operator_namesp
     job = first(indices["job_index"], owner)
     if job is not None and job.name in messages:
         job = with_termination_message(job, messages[job.name])
+    config_errors = {job: message for job, message in indices["config_error_index"].get(owner, ())}
+    config_error = config_errors.get(job.name) if job is not None and job.active else None
     downloads = _downloads(indices)
     mine, published = _model_of(body), _published_at(body)
     newer = sum(1 for d in downloads if d is not body and _model_of(d) == mine and (_published_at(d) or "") >
@@ -99,7 +101,7 @@ def download_view(body: dict[str, Any], indices: dict[str, Any], operator_namesp
         and ((d.get("spec") or {}).get("folder"), (d.get("status") or {}).get("resolvedRevision")) == folder
         for d in downloads)
     return DownloadView(
-        store=store, job=job, cleanup_job=first(indices["cleanup_index"], owner),
+        store=store, job=job, cleanup_job=first(indices["cleanup_index"], owner), config_error=config_error,
         wanted_by=tuple(sorted(f"{ns}/{n}" for ns, n in indices["caches_by_download"].get((namespace, name), ()))),
         used_by=tuple(sorted(indices["pods_by_download"].get((namespace, name), ()))),
         newer_published=newer, twin_alive=twin, quota_free_bytes=_quota_free(store, body, downloads))

@@ -25,7 +25,7 @@ class StoreReconciler(Converger):
         meta = body["metadata"]
         generation = meta.get("generation", 1)
         try:
-            spec = api.ModelStoreSpec.model_validate(body.get("spec") or {})
+            spec = api.ModelStoreSpec.from_api(body.get("spec") or {})
         except ValidationError as error:
             return self._write(body, generation, None, ("False", "InvalidSpec", validation_message(error)), view)
         backend = storage.backend_name(spec)

@@ -32,6 +32,7 @@ class DownloadView:
     store: StoreEntry | None
     job: JobObservation | None = None
     cleanup_job: JobObservation | None = None
+    config_error: str | None = None  # why the kubelet cannot start the running Job's pod (a missing Secret)
     wanted_by: tuple[str, ...] = ()  # caches ("ns/name") that want it or serve from it
     used_by: tuple[str, ...] = ()  # pods ("ns/name") pinned to it
     newer_published: int = 0  # published downloads of the same model on the store, newer than this one

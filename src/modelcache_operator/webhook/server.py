@@ -184,7 +184,8 @@ def serve(config: OperatorConfig, cert: str, key: str) -> None:
     loop = asyncio.new_event_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    settings = InjectionSettings(operator_image=config.image, store_lookup=views.stores.get)
+    settings = InjectionSettings(operator_image=config.image, image_pull_policy=config.image_pull_policy,
+                                 store_lookup=views.stores.get)
     app = AdmissionApp(views, settings, config.allow_host_path)
     try:
         loop.run_until_complete(_serve(config, tls, app, stopping))

@@ -40,8 +40,8 @@ def parse_cache(obj: Mapping[str, Any]) -> CacheView | None:
     try:
         return CacheView(
             name=str(_meta(obj).get("name")),
-            spec=api.ModelCacheSpec.model_validate(obj.get("spec") or {}),
-            status=api.ModelCacheStatus.model_validate(obj.get("status") or {}),
+            spec=api.ModelCacheSpec.from_api(obj.get("spec") or {}),
+            status=api.ModelCacheStatus.from_api(obj.get("status") or {}),
         )
     except ValidationError:
         return None
@@ -49,7 +49,7 @@ def parse_cache(obj: Mapping[str, Any]) -> CacheView | None:
 
 def parse_store(obj: Mapping[str, Any]) -> api.ModelStoreSpec | None:
     try:
-        return api.ModelStoreSpec.model_validate(obj.get("spec") or {})
+        return api.ModelStoreSpec.from_api(obj.get("spec") or {})
     except ValidationError:
         return None
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from ..api import v1alpha2 as api
 from ..builders import tenancy
@@ -37,13 +37,14 @@ STORAGE_REMOVED = (
 HOST_PATH_WARNING = "is a hostPath store (a node directory), for single-node development clusters only"
 
 Result = tuple[list[str], list[str]]  # (errors, warnings)
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=api.ApiModel)
 
 
 def _parse(model: type[M], spec: Mapping[str, Any]) -> M | list[str]:
-    """The parsed spec, or one error per problem naming its field as spec.<path>."""
+    """The parsed spec, or one error per problem naming its field as spec.<path>. The apiserver validated
+    the object against its CRD before admission: a field only a newer CRD has is not refused here."""
     try:
-        return model.model_validate(spec)
+        return model.from_api(spec)
     except ValidationError as error:
         return [
             f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else f"spec: {e['msg']}"
