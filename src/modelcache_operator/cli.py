@@ -61,8 +61,8 @@ def _run(args: argparse.Namespace) -> int:
         webhook_failed = stop.is_set()
         stop.set()
         if webhook is not None and webhook.poll() is None:
-            webhook.terminate()
-            webhook.wait(10)
+            webhook.terminate()  # it answers admission for shutdown_delay_seconds more, unready
+            webhook.wait(handlers.CONFIG.shutdown_delay_seconds + 10)
     return 1 if webhook_failed else 0
 
 

@@ -23,6 +23,13 @@ class OperatorConfig:
     operator_namespace: str
     # hostPath stores reach the node's filesystem: development clusters only (chart value stores.allowHostPath).
     allow_host_path: bool
+    # Leader election (operator/lease.py): the Lease in operator_namespace, and client-go's three timings.
+    lease_name: str = "modelcache-operator"
+    lease_duration_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
+    # After SIGTERM the webhook keeps answering this long, failing readiness, while the Service drops it.
+    shutdown_delay_seconds: float = 0.0
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -40,4 +47,9 @@ class OperatorConfig:
             namespaces=tuple(n for n in env.get("MODELCACHE_NAMESPACES", "").split(",") if n),
             operator_namespace=env.get("MODELCACHE_NAMESPACE", "modelcache-system"),
             allow_host_path=env.get("MODELCACHE_ALLOW_HOST_PATH", "false").lower() == "true",
+            lease_name=env.get("MODELCACHE_LEASE_NAME") or "modelcache-operator",
+            lease_duration_seconds=float(env.get("MODELCACHE_LEASE_DURATION_SECONDS", "15")),
+            renew_deadline_seconds=float(env.get("MODELCACHE_LEASE_RENEW_DEADLINE_SECONDS", "10")),
+            retry_period_seconds=float(env.get("MODELCACHE_LEASE_RETRY_PERIOD_SECONDS", "2")),
+            shutdown_delay_seconds=float(env.get("MODELCACHE_SHUTDOWN_DELAY_SECONDS", "0")),
         )
