@@ -67,7 +67,8 @@ def pair(k8s: Cluster, local_cluster: LocalCluster) -> Iterator[tuple[dict[str, 
     lease = f"elect-{uuid.uuid4().hex[:6]}"
     candidates = {}
     for name in ("replica-a", "replica-b"):
-        client = kubernetes.config.new_client_from_config(config_file=local_cluster.state.kubeconfig)
+        client = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=local_cluster.state.kubeconfig)
         candidates[name] = Candidate(LeaseElector(client, OPERATOR_NAMESPACE, lease, name, TIMING))
     yield candidates, lease
     for candidate in candidates.values():
