@@ -46,16 +46,18 @@ def hub() -> Iterator[HuggingFaceHub]:
 
 
 def test_operator_runs_as_the_charts_pod_in_a_container_on_the_real_node(release: ChartRelease) -> None:
-    (pod,) = release.ready_pods()
-    assert pod.spec.node_name == REAL_NODE
-    assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(POD_SUBNET)
-    (container,) = pod.status.container_statuses
-    assert container.ready and container.state.running and container.restart_count == 0
-    assert container.container_id.startswith("containerd://") and container.image_id
-    assert container.image in (OPERATOR_IMAGE, OPERATOR_IMAGE.removeprefix("docker.io/library/"))
-    # In-cluster config: the kubelet gave the container the `kubernetes` Service, not a kubeconfig.
-    env = {e.name for e in pod.spec.containers[0].env or []}
-    assert "KUBECONFIG" not in env and pod.spec.service_account_name == release.deployment
+    pods = release.ready_pods()
+    assert len(pods) == 2, "the chart's default: two replicas (README, High availability)"
+    for pod in pods:
+        assert pod.spec.node_name == REAL_NODE
+        assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(POD_SUBNET)
+        (container,) = pod.status.container_statuses
+        assert container.ready and container.state.running and container.restart_count == 0
+        assert container.container_id.startswith("containerd://") and container.image_id
+        assert container.image in (OPERATOR_IMAGE, OPERATOR_IMAGE.removeprefix("docker.io/library/"))
+        # In-cluster config: the kubelet gave the container the `kubernetes` Service, not a kubeconfig.
+        env = {e.name for e in pod.spec.containers[0].env or []}
+        assert "KUBECONFIG" not in env and pod.spec.service_account_name == release.deployment
 
 
 def _cache_manifest(hub: HuggingFaceHub) -> dict[str, Any]:

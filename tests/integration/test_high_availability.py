@@ -2,7 +2,8 @@
 each with its own Lease identity (the chart's pod name).
 
 - The leader is SIGKILLed while 100 caches reconcile: the follower takes the Lease within its duration plus
-  10 s, and every child exists exactly once (UIDs counted across the whole run).
+  10 s, every child exists exactly once (UIDs counted across the whole run), and admission through the
+  other replica refuses nothing meanwhile (100 injected pods, a ModelCache create/update loop).
 - A replica cut off from the apiserver fails readiness and gives up the Lease, while admission and
   reconciling go on through the other one; it is ready again once the apiserver is back.
 
@@ -33,6 +34,7 @@ from tests.integration.test_resilience import (
     serving_claims,
     wait_all_ready,
 )
+from tests.support.admission_load import CacheChurn, InjectedPods
 from tests.support.kube import OPERATOR_NAMESPACE, Cluster, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.tcp_proxy import CuttableProxy, apiserver_address, kubeconfig_through
@@ -73,40 +75,65 @@ def store(k8s: Cluster, namespace: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def churn(k8s: Cluster) -> Iterator[tuple[str, str]]:
+    """A namespace and a store of its own for the create/update loop, apart from the children counted."""
+    namespace, store = f"t-churn-{uuid.uuid4().hex[:6]}", f"ha-churn-{uuid.uuid4().hex[:6]}"
+    k8s.ensure_namespace(namespace)
+    wait_for(lambda: k8s.core.list_namespaced_service_account(namespace).items, 30, describe=f"{namespace} ready")
+    k8s.create_store(nfs_store(store, (namespace,)))
+    k8s.wait_store_ready(store, timeout=60)
+    yield namespace, store
+    k8s.delete_store(store)
+    k8s.core.delete_namespace(namespace)
+
+
+@pytest.fixture
 def second_replica(operator: OperatorProcess, tmp_path: Path, local_cluster: LocalCluster
                    ) -> Iterator[OperatorProcess]:
-    """A second operator beside the session one; the webhook configurations keep pointing at the session
-    operator (the chart's Service would balance both)."""
+    """A second operator beside the session one, and the leader: the webhook configurations keep pointing at
+    the session operator (the chart's Service would balance both), which hands the Lease over on SIGTERM."""
     replica = OperatorProcess(local_cluster.state.kubeconfig, tmp_path / "replica-b", manage_webhooks=False,
                               identity="replica-b")
     replica.start()
-    yield replica
-    replica.stop()
-    if not running(operator):
-        operator.start()  # never leave the shared operator dead
+    try:
+        if not replica.leading():
+            operator.stop()
+            wait_for(replica.leading, 10, interval=0.1, describe="the Lease handed over on SIGTERM",
+                     diagnostics=replica.log_tail)
+            operator.start()
+        yield replica
+    finally:
+        replica.stop()
+        if not running(operator):
+            operator.start()  # never leave the shared operator dead
 
 
 def test_leader_sigkilled_while_100_caches_reconcile_follower_takes_over_nothing_lost_or_doubled(
-        k8s: Cluster, local_cluster: LocalCluster, namespace: str, store: str, operator: OperatorProcess,
-        second_replica: OperatorProcess) -> None:
-    replicas = [operator, second_replica]
-    leader = wait_for(lambda: leader_among(replicas), 30, describe="one leader among two replicas")
-    follower = next(r for r in replicas if r is not leader)
-    assert holder(local_cluster) == leader.identity
+        k8s: Cluster, local_cluster: LocalCluster, namespace: str, store: str, churn: tuple[str, str],
+        operator: OperatorProcess, second_replica: OperatorProcess) -> None:
+    leader, follower = second_replica, operator
+    assert holder(local_cluster) == leader.identity and not follower.leading()
     seen: Seen = {}
     with DownloaderPlayer(k8s, local_cluster, store):
-        caches = create_caches(k8s, namespace, store, 100, revisions=10)
+        k8s.create_cache(namespace, cache_manifest("served", store, "r0"))
+        k8s.wait_phase(namespace, "served", "Ready", timeout=120, diagnostics=leader.log_tail)
+        caches = {"served": "r0", **create_caches(k8s, namespace, store, 100, revisions=10)}
         # Mid-reconcile: some caches have their claims, most are not Ready yet.
         wait_for(lambda: len(serving_claims(k8s, namespace)[0]) >= 20, 120, interval=0.1,
                  describe="20 caches with their PV", diagnostics=leader.log_tail)
         merge(seen, children(k8s, namespace, store))
-        leader.kill()
-        killed_at = time.monotonic()
-        wait_for(follower.leading, LEASE_SECONDS + 10, interval=0.1, describe="the follower leading",
-                 diagnostics=follower.log_tail)
-        takeover = time.monotonic() - killed_at
-        assert holder(local_cluster) == follower.identity
-        merge(seen, children(k8s, namespace, store))
+        # Admission through the replica that stays: injected pods and ModelCache creates and updates.
+        with InjectedPods(k8s, namespace, "served", 100) as pods, CacheChurn(k8s, *churn) as writes:
+            leader.kill()
+            killed_at = time.monotonic()
+            wait_for(follower.leading, LEASE_SECONDS + 10, interval=0.1, describe="the follower leading",
+                     diagnostics=follower.log_tail)
+            takeover = time.monotonic() - killed_at
+            assert holder(local_cluster) == follower.identity
+            merge(seen, children(k8s, namespace, store))
+            pods.wait_finished(120)
+        assert pods.failures == [] and pods.done == 100, pods.failures[:5]
+        assert writes.failures == [] and writes.done > 0, writes.failures[:5]
         leader.start()  # back as a follower: the Lease is held
         wait_all_ready(k8s, namespace, len(caches), follower)
     assert not leader.leading() and follower.leading()
@@ -114,7 +141,8 @@ def test_leader_sigkilled_while_100_caches_reconcile_follower_takes_over_nothing
     final = children(k8s, namespace, store)
     merge(seen, final)
     assert_exactly_once(seen, final, k8s, namespace, caches)
-    print(f"failover after SIGKILL: {takeover:.1f}s (lease {LEASE_SECONDS:.0f}s)")
+    print(f"failover after SIGKILL: {takeover:.1f}s (lease {LEASE_SECONDS:.0f}s); admitted meanwhile: "
+          f"{pods.done} pods, {writes.done} cache create+update pairs")
     assert takeover <= LEASE_SECONDS + 10
 
 
@@ -158,6 +186,9 @@ def test_a_replica_cut_off_from_the_apiserver_fails_readiness_while_the_other_se
                   "spec": {"containers": [{"name": "vllm", "image": "vllm"}]}}
         pod = wait_for(lambda: _admitted(k8s, namespace, server), 30, describe="an injected pod")
         assert pod.metadata.annotations["modelcache.dev/injected"] == "true"
+        with InjectedPods(k8s, namespace, "during-cut", 50) as pods:
+            pods.wait_finished(120)
+        assert pods.failures == [] and pods.done == 50, pods.failures[:5]
         assert cut_off.readiness()[0] == 503 and running(cut_off)
 
         proxy.restore()

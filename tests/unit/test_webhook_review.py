@@ -411,3 +411,28 @@ def test_development_registration_validates_modelstores_cluster_wide() -> None:
                                      "scope": "Cluster"}]
     assert "namespaceSelector" not in modelstores
     assert modelstores["failurePolicy"] == "Fail" and modelstores["sideEffects"] == "None"
+
+
+def test_a_draining_server_answers_unready_and_closes_each_connection() -> None:
+    """After SIGTERM admission is still answered, but no connection is kept for a request the exit would cut."""
+    views = AdmissionViews.empty()
+    views.stores.replace_scope("", [store_object("shared")])
+    app = AdmissionApp(views, SETTINGS, allow_host_path=False, grace_seconds=0.0)
+    review = store_request("CREATE", store_object("other"))
+
+    async def run() -> list[tuple[int, str | None, int, str]]:
+        web_app = web.Application(middlewares=[app.close_when_draining])
+        web_app.router.add_post(f"/{MODELSTORE_WEBHOOK_ID}", app.validate_modelstores)
+        web_app.router.add_get("/readyz", app.ready)
+        seen = []
+        async with TestClient(TestServer(web_app)) as client:
+            for draining in (False, True):
+                app.draining = draining
+                reply = await client.post(f"/{MODELSTORE_WEBHOOK_ID}", json={"request": review})
+                ready = await client.get("/readyz")
+                seen.append((reply.status, reply.headers.get("Connection"), ready.status, await ready.text()))
+        return seen
+
+    serving, draining = asyncio.run(run())
+    assert serving[0] == 200 and serving[1] != "close" and serving[2:] == (503, "admission views not synced")
+    assert draining == (200, "close", 503, "shutting down")

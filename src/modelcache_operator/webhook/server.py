@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -132,6 +133,15 @@ class AdmissionApp:
                 version, answer = self.views.version(), review()
         return answer
 
+    @web.middleware
+    async def close_when_draining(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """While draining, every answer closes its connection: the apiserver must not keep a connection to
+        this replica that the exit would cut under a request it has just written."""
+        response = await handler(request)
+        if self.draining:
+            response.force_close()
+        return response
+
     async def metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -145,7 +155,7 @@ def _json(answer: dict[str, Any]) -> web.Response:
 
 
 async def _serve(config: OperatorConfig, tls: ssl.SSLContext, app: AdmissionApp, stopping: threading.Event) -> None:
-    admission = web.Application(client_max_size=MAX_REVIEW_BYTES)
+    admission = web.Application(client_max_size=MAX_REVIEW_BYTES, middlewares=[app.close_when_draining])
     admission.router.add_post(f"/{POD_WEBHOOK_ID}", app.inject_pods)
     admission.router.add_post(f"/{MODELCACHE_WEBHOOK_ID}", app.validate_modelcaches)
     admission.router.add_post(f"/{MODELSTORE_WEBHOOK_ID}", app.validate_modelstores)
