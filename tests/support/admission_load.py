@@ -34,7 +34,7 @@ class Load(threading.Thread):
                 self.step(i)
                 self.done += 1
             except ApiException as error:
-                self.failures.append(f"#{i}: {error.status} {error.reason}: {str(error.body)[:300]}")
+                self.failures.append(f"#{i} ({type(self).__name__}): {error.status} {error.reason}: {error.body}")
             except AssertionError as error:
                 self.failures.append(f"#{i}: {error}")
             i += 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -44,6 +45,8 @@ _reconcilers: dict[str, Converger] = {}
 # kopf's live indices (the same objects in every handler call): what a new leader reconciles at once.
 _indices: dict[str, Any] = {}
 LEADERSHIP = Leadership(CONFIG)
+# Run first when kopf shuts down (cli.py starts the webhook's drain here), while the Lease is handed over.
+ON_SHUTDOWN: list[Callable[[], None]] = []
 log = logging.getLogger(__name__)
 
 
@@ -79,6 +82,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup()
 async def hand_over(**_: Any) -> None:
     """On SIGTERM: stop reconciling, let the running reconciles end, release the Lease."""
+    for hook in ON_SHUTDOWN:
+        hook()
     await LEADERSHIP.stop(in_flight=lambda: len(_running))
 
 

@@ -71,6 +71,7 @@ class AdmissionApp:
         self.settings = settings
         self.allow_host_path = allow_host_path
         self.grace_seconds = grace_seconds
+        self.serving = False  # set once the TLS site listens: before that, routing here would be refused
         self.draining = False  # set on SIGTERM: unready, still answering
 
     async def _review(self, request: web.Request) -> dict[str, Any] | None:
@@ -146,7 +147,8 @@ class AdmissionApp:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def ready(self, _: web.Request) -> web.Response:
-        reason = "shutting down" if self.draining else self.views.unready_reason()
+        reason = ("shutting down" if self.draining else self.views.unready_reason()
+                  or (None if self.serving else "admission not listening yet"))
         return web.Response(status=503 if reason else 200, text=reason or "ok")
 
 
@@ -171,6 +173,7 @@ async def _serve(config: OperatorConfig, tls: ssl.SSLContext, app: AdmissionApp,
     main = web.AppRunner(admission, access_log=None)
     await main.setup()
     await web.TCPSite(main, config.webhook_host, config.webhook_port, ssl_context=tls).start()
+    app.serving = True
     log.info("admission webhook serving on %s:%d", config.webhook_host, config.webhook_port)
     try:
         while not stopping.is_set():
