@@ -334,16 +334,19 @@ class LocalCluster:
             f"--cert-dir={self.state_dir / 'apiserver-certs'}",
             "--enable-priority-and-fairness=false", "--profiling=false", "-v=1",
             *self._audit_args(),
-            *self._kubelet_client_args(),
+            *self._real_node_args(),
         ]
 
-    def _kubelet_client_args(self) -> list[str]:
-        """For logs and exec on the real node, whose kubelet accepts clients with certificates of the CA."""
+    def _real_node_args(self) -> list[str]:
+        """The kubelet client certificate: for logs and exec on the real node, whose kubelet accepts clients
+        with certificates of the CA. Aggregator routing: there is no kube-proxy, so the apiserver calls webhook
+        Services (a chart-installed operator's) at their endpoints' pod addresses, which this machine reaches
+        over the node's bridge."""
         if not self.real_node:
             return []
         pki = self.state.pki
         return [f"--kubelet-client-certificate={pki / 'admin.crt'}", f"--kubelet-client-key={pki / 'admin.key'}",
-                "--kubelet-preferred-address-types=InternalIP"]
+                "--kubelet-preferred-address-types=InternalIP", "--enable-aggregator-routing=true"]
 
     def _audit_args(self) -> list[str]:
         if not self.audit:

@@ -39,17 +39,25 @@ def _run(args: argparse.Namespace) -> int:
     # kopf logs every handler success; with a resync timer per cache that drowns the transitions we log.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     webhook = None
-    stop = threading.Event()
+    stop, webhook_died, shutting_down = threading.Event(), threading.Event(), threading.Event()
     if handlers.CONFIG.webhook_cert and handlers.CONFIG.webhook_key:
         webhook = _start_webhook_process()
 
         def stop_when_webhook_exits(process: subprocess.Popen[bytes]) -> None:
             code = process.wait()
-            if not stop.is_set():
+            if not shutting_down.is_set():
                 logging.error("the admission webhook process exited with %s; stopping the operator", code)
+                webhook_died.set()
                 stop.set()
 
+        def drain_webhook(process: subprocess.Popen[bytes]) -> None:
+            """On shutdown the webhook answers for shutdown_delay_seconds more, unready, while the Lease goes."""
+            shutting_down.set()
+            if process.poll() is None:
+                process.terminate()
+
         threading.Thread(target=stop_when_webhook_exits, args=(webhook,), daemon=True).start()
+        handlers.ON_SHUTDOWN.append(lambda: drain_webhook(webhook))
     else:
         logging.warning("MODELCACHE_WEBHOOK_CERT is unset: admission webhooks are off, pods are not injected")
     start_http_server(handlers.CONFIG.metrics_port, registry=metrics.REGISTRY)
@@ -58,11 +66,11 @@ def _run(args: argparse.Namespace) -> int:
         kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
                  liveness_endpoint=args.liveness, stop_flag=stop)
     finally:
-        webhook_failed = stop.is_set()
-        stop.set()
-        if webhook is not None and webhook.poll() is None:
-            webhook.terminate()
-            webhook.wait(10)
+        webhook_failed = webhook_died.is_set()
+        shutting_down.set()
+        if webhook is not None:
+            drain_webhook(webhook)
+            webhook.wait(handlers.CONFIG.shutdown_delay_seconds + 10)
     return 1 if webhook_failed else 0
 
 

@@ -57,6 +57,9 @@ NON_DEFAULT = [
     "--set", "operator.resyncSeconds=60",
     "--set", "crds.enabled=false",
     "--set", "stores.allowHostPath=true",
+    "--set", "replicaCount=3",
+    "--set", "leaderElection.leaseDurationSeconds=30",
+    "--set", "podDisruptionBudget.enabled=false",
 ]
 
 
@@ -141,12 +144,13 @@ def test_default_render_has_exactly_these_objects(defaults: list[dict[str, Any]]
     assert kinds(defaults) == sorted([
         "ClusterRole", "ClusterRoleBinding",
         "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition", "Deployment",
-        "MutatingWebhookConfiguration", "Secret", "Service", "Service", "ServiceAccount",
-        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration", "PodDisruptionBudget", "Role", "RoleBinding", "Secret", "Service",
+        "Service", "ServiceAccount", "ValidatingWebhookConfiguration",
     ])
     assert [d["metadata"]["name"] for d in defaults if d["kind"] == "CustomResourceDefinition"] == [
         "modelstores.modelcache.dev", "modelcaches.modelcache.dev", "modeldownloads.modelcache.dev"]
-    namespaced = [d for d in defaults if d["kind"] in ("Deployment", "Secret", "Service", "ServiceAccount")]
+    namespaced = [d for d in defaults if d["kind"] in ("Deployment", "Secret", "Service", "ServiceAccount",
+                                                       "PodDisruptionBudget", "Role", "RoleBinding")]
     assert {d["metadata"]["namespace"] for d in namespaced} == {NAMESPACE}
 
 
@@ -162,10 +166,54 @@ def test_rbac_is_exact_and_has_no_wildcards(defaults: list[dict[str, Any]]) -> N
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
 
 
-def test_deployment_is_single_restricted_and_probed(defaults: list[dict[str, Any]]) -> None:
+def test_the_lease_role_is_namespaced_and_names_its_one_lease(defaults: list[dict[str, Any]]) -> None:
+    """create cannot be limited by name (the object does not exist yet); get and update can."""
+    role = one(defaults, "Role")
+    assert role["metadata"] == {**role["metadata"], "name": f"{FULLNAME}-leader-election", "namespace": NAMESPACE}
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [FULLNAME],
+         "verbs": ["get", "update"]}]
+    binding = one(defaults, "RoleBinding")
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": f"{FULLNAME}-leader-election"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    lease = env_sources(defaults)["MODELCACHE_LEASE_NAME"]
+    assert lease == {"value": FULLNAME}, "the elector's Lease is the one the Role names"
+
+
+def test_two_replicas_roll_without_losing_one_and_spread_softly(defaults: list[dict[str, Any]]) -> None:
+    spec = one(defaults, "Deployment")["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    pod = spec["template"]["spec"]
+    selector = {"matchLabels": spec["selector"]["matchLabels"]}
+    assert pod["affinity"] == {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": selector}}]}}
+    assert pod["topologySpreadConstraints"] == [
+        {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": selector}
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")]
+    budget = one(defaults, "PodDisruptionBudget")["spec"]
+    assert budget == {"maxUnavailable": 1, "selector": selector}
+    # The Lease is released and the webhook drains within the grace period.
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert env_sources(defaults)["MODELCACHE_SHUTDOWN_DELAY_SECONDS"] == {"value": "5"}
+
+
+@pytest.mark.parametrize(("flags", "affinity", "spread"), [
+    (["--set", "highAvailability.spread=false"], None, None),
+    (["--set-json", 'affinity={"nodeAffinity": {"x": 1}}'], {"nodeAffinity": {"x": 1}}, 2),
+])
+def test_spread_can_be_turned_off_or_replaced(helm: str, flags: list[str], affinity: Any, spread: Any) -> None:
+    pod = one(render(helm, *flags), "Deployment")["spec"]["template"]["spec"]
+    assert pod.get("affinity") == affinity
+    assert (len(pod["topologySpreadConstraints"]) if "topologySpreadConstraints" in pod else None) == spread
+
+
+def test_deployment_is_restricted_and_probed(defaults: list[dict[str, Any]]) -> None:
     deployment = one(defaults, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == FULLNAME
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 65532
@@ -179,7 +227,9 @@ def test_deployment_is_single_restricted_and_probed(defaults: list[dict[str, Any
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
-    assert main["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
+    # The webhook process's views synced and in contact with the apiserver (webhook/server.py).
+    assert main["readinessProbe"] == {"httpGet": {"path": "/readyz", "port": "webhook-metrics"},
+                                      "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 2}
     assert {p["name"]: p["containerPort"] for p in main["ports"]} == {"webhook": 9443, "metrics": 9090,
                                                                       "webhook-metrics": 9091, "healthz": 8080}
     assert main["resources"]["requests"] and main["resources"]["limits"]["memory"]
@@ -203,6 +253,13 @@ def test_deployment_is_single_restricted_and_probed(defaults: list[dict[str, Any
         "MODELCACHE_ALLOW_HOST_PATH": {"value": "false"},
         "MODELCACHE_IMAGE_PULL_POLICY": {"value": "IfNotPresent"},
         "MODELCACHE_IMAGE_PULL_SECRETS": {"value": ""},
+        # The Lease holder is the pod's name.
+        "MODELCACHE_POD_NAME": {"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        "MODELCACHE_LEASE_NAME": {"value": FULLNAME},
+        "MODELCACHE_LEASE_DURATION_SECONDS": {"value": "15"},
+        "MODELCACHE_LEASE_RENEW_DEADLINE_SECONDS": {"value": "10"},
+        "MODELCACHE_LEASE_RETRY_PERIOD_SECONDS": {"value": "2"},
+        "MODELCACHE_SHUTDOWN_DELAY_SECONDS": {"value": "5"},
     }
 
 
@@ -349,6 +406,9 @@ def test_non_default_values(custom: list[dict[str, Any]]) -> None:
     assert values["MODELCACHE_IMAGE_PULL_POLICY"] == "Always"
     assert values["MODELCACHE_IMAGE_PULL_SECRETS"] == "registry-a,registry-b"
     assert container(custom)["imagePullPolicy"] == "Always"
+    assert one(custom, "Deployment")["spec"]["replicas"] == 3
+    assert values["MODELCACHE_LEASE_DURATION_SECONDS"] == "30"
+    assert "PodDisruptionBudget" not in kinds(custom)
     # Namespaces are read in every mode (ModelStore namespaceSelectors), so the rules never change.
     assert rules_by_resource(one(custom, "ClusterRole")) == EXPECTED_RULES
 
@@ -386,6 +446,10 @@ def test_cert_manager_can_be_forced_off(helm: str) -> None:
     "stores.bogus=1",
     "stores.allowHostPath=maybe",
     "stores.allowHostPath=1",
+    "replicaCount=0",
+    "leaderElection.bogus=1",
+    "podDisruptionBudget.maxUnavailable=0",
+    "webhook.shutdownDelaySeconds=-1",
 ])
 def test_schema_rejects_unknown_or_invalid_values(helm: str, setting: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), "--set", setting)

@@ -2,11 +2,12 @@
 
 - `helm install` succeeds (kwok runs the operator pod as a fake, so no image is pulled) and every rendered
   object passes `kubectl apply --dry-run=server`; uninstall removes the webhooks and keeps the three CRDs.
-- RBAC proof: the operator runs as the chart's ServiceAccount with only the chart's ClusterRole (and the
-  chart's MODELCACHE_NAMESPACE, its release namespace), takes a ModelStore and a ModelCache to Ready
-  through validating webhooks shaped exactly like the chart's (pointed at the local process), mutates an
-  opted-in pod, and cleans up after both, without a single 403. Then one rule is removed and the missing
-  permission shows up as a 403 naming it, with the reconcile stopped right where that permission was needed.
+- RBAC proof: the operator runs as the chart's ServiceAccount with only the chart's ClusterRole and its
+  leader-election Role (and the chart's MODELCACHE_NAMESPACE and Lease name), takes a ModelStore and a
+  ModelCache to Ready through validating webhooks shaped exactly like the chart's (pointed at the local
+  process), mutates an opted-in pod, and cleans up after both, without a single 403. Then one rule is
+  removed and the missing permission shows up as a 403 naming it, with the reconcile stopped right where
+  that permission was needed.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ pytestmark = pytest.mark.integration
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "modelcache-operator"
 CRD_NAMES = tuple(f"{plural}.{api.GROUP}" for plural in (api.STORE_PLURAL, api.PLURAL, api.DOWNLOAD_PLURAL))
-RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
 
 
@@ -90,7 +91,7 @@ def test_helm_install_and_uninstall(k8s: Cluster, local_cluster: LocalCluster, b
                    "--wait", "--timeout", "120s")
         assert "STATUS: deployed" in out and "kubectl get mc" in out  # NOTES.txt
         deployment = k8s.apps.read_namespaced_deployment(f"{release}-modelcache-operator", namespace)
-        assert deployment.status.available_replicas == 1
+        assert deployment.status.available_replicas == 2
         for crd in CRD_NAMES:
             adopted = json.loads(local_cluster.kubectl("get", "crd", crd, "-o", "json"))["metadata"]
             assert adopted["annotations"]["helm.sh/resource-policy"] == "keep", crd
@@ -212,8 +213,12 @@ def refusals(log: str) -> list[str]:
 
 
 def start_operator(identity: ChartIdentity, workdir: Path) -> OperatorProcess:
+    """With the chart's Lease name, the one its leader-election Role lets it get and update."""
+    [deployment] = [d for d in identity.docs if d["kind"] == "Deployment"]
+    chart_env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     operator = OperatorProcess(str(identity.kubeconfig), workdir, manage_webhooks=False,
-                               extra_env={"MODELCACHE_NAMESPACE": identity.namespace})
+                               extra_env={"MODELCACHE_NAMESPACE": identity.namespace,
+                                          "MODELCACHE_LEASE_NAME": chart_env["MODELCACHE_LEASE_NAME"]})
     operator.start()
     return operator
 

@@ -8,7 +8,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import kubernetes
@@ -34,9 +36,12 @@ def make_webhook_cert(directory: Path) -> tuple[Path, Path]:
 class OperatorProcess:
     def __init__(self, kubeconfig: str, workdir: Path, resync_seconds: float = 2.0,
                  extra_env: dict[str, str] | None = None, manage_webhooks: bool = True,
-                 allow_host_path: bool = False):
+                 allow_host_path: bool = False, identity: str | None = None):
         """kubeconfig may be a ServiceAccount's (tests.support.serviceaccount); manage_webhooks=False runs it
-        as the chart does, serving the webhooks without registering configurations for them."""
+        as the chart does, serving the webhooks without registering configurations for them. `identity` is
+        its leader Lease holder (the chart's pod name): one per instance, kept across restarts, so a restarted
+        operator takes its own Lease back at once while another instance waits as a follower."""
+        self.identity = identity or f"operator-{uuid.uuid4().hex[:6]}"
         self.kubeconfig = kubeconfig
         self.manage_webhooks = manage_webhooks
         self.allow_host_path = allow_host_path
@@ -68,6 +73,7 @@ class OperatorProcess:
             "MODELCACHE_IMAGE": TEST_IMAGE,
             "MODELCACHE_NAMESPACE": OPERATOR_NAMESPACE,
             "MODELCACHE_ALLOW_HOST_PATH": "true" if self.allow_host_path else "false",
+            "MODELCACHE_POD_NAME": self.identity,
             **self.extra_env,
         }
 
@@ -142,6 +148,18 @@ class OperatorProcess:
     def webhook_metrics(self) -> str:
         """The admission webhook runs in its own process, with its own metrics endpoint."""
         return self._scrape(self.webhook_metrics_port)
+
+    def leading(self) -> bool:
+        """The leader gauge on this replica's /metrics."""
+        return "modelcache_leader 1.0" in self.metrics().splitlines()
+
+    def readiness(self) -> tuple[int, str]:
+        """The webhook process's /readyz (the chart's readiness probe): (HTTP status, reason)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.webhook_metrics_port}/readyz", timeout=5) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode()
 
     @staticmethod
     def _scrape(port: int) -> str:

@@ -23,8 +23,11 @@ from modelcache_operator.webhook.registration import webhook_configurations
 from modelcache_operator.webhook.review import pod_decision, response, review_modelcache, review_modelstore
 from modelcache_operator.webhook.server import MODELCACHE_WEBHOOK_ID, MODELSTORE_WEBHOOK_ID, AdmissionApp
 from modelcache_operator.webhook.store import (
+    READ_TIMEOUT_SECONDS,
+    STALE_SECONDS,
     WATCH_SECONDS,
     AdmissionViews,
+    Contact,
     Feed,
     ModelCacheStore,
     ModelStoreView,
@@ -226,9 +229,31 @@ def test_run_watch_lists_then_applies_events_through_the_feed(monkeypatch: pytes
     monkeypatch.setattr(kubernetes.watch, "Watch", FakeWatch)
     feed = Feed("Namespaces", lambda **_: listed, plain=client.sanitize_for_serialization)
     run_watch(view, feed, lambda: stop[0])
-    assert streamed == [{"resource_version": "7", "timeout_seconds": WATCH_SECONDS}]
+    assert streamed == [{"resource_version": "7", "timeout_seconds": WATCH_SECONDS,
+                         "_request_timeout": READ_TIMEOUT_SECONDS}]
     assert view.snapshot() == {"new": {"a": "b"}}
     assert view.synced()
+
+
+def test_a_feed_silent_past_the_bound_makes_the_replica_unready() -> None:
+    now = [100.0]
+    views = AdmissionViews.empty()
+    views.contact = Contact(clock=lambda: now[0])
+    assert views.unready_reason() == "admission views not synced"
+    for view in (views.caches, views.stores, views.namespaces):
+        view.replace_scope("", [])
+    for feed in ("ModelCaches in all namespaces", "ModelStores", "Namespaces"):
+        views.contact.heard(feed)
+    assert views.unready_reason() is None
+    now[0] += STALE_SECONDS - 1
+    views.contact.heard("ModelStores")
+    views.contact.heard("Namespaces")
+    assert views.unready_reason() is None, "within the bound"
+    now[0] += 2
+    assert views.unready_reason() == (
+        f"no contact with the apiserver for over {STALE_SECONDS:.0f}s: ModelCaches in all namespaces")
+    views.contact.heard("ModelCaches in all namespaces")
+    assert views.unready_reason() is None, "ready again once the feed hears from the apiserver"
 
 
 # ----- ModelCache reviews -----
@@ -386,3 +411,34 @@ def test_development_registration_validates_modelstores_cluster_wide() -> None:
                                      "scope": "Cluster"}]
     assert "namespaceSelector" not in modelstores
     assert modelstores["failurePolicy"] == "Fail" and modelstores["sideEffects"] == "None"
+
+
+def test_a_draining_server_answers_unready_and_closes_each_connection() -> None:
+    """After SIGTERM admission is still answered, but no connection is kept for a request the exit would cut.
+    Before its TLS site listens, a synced replica is not ready either."""
+    views = AdmissionViews.empty()
+    views.stores.replace_scope("", [store_object("shared")])
+    app = AdmissionApp(views, SETTINGS, allow_host_path=False, grace_seconds=0.0)
+    for view in (views.caches, views.namespaces):
+        view.replace_scope("", [])
+    views.contact.heard("ModelStores")
+    assert asyncio.run(app.ready(None)).text == "admission not listening yet"  # type: ignore[arg-type]
+    app.serving = True
+    review = store_request("CREATE", store_object("other"))
+
+    async def run() -> list[tuple[int, str | None, int, str]]:
+        web_app = web.Application(middlewares=[app.close_when_draining])
+        web_app.router.add_post(f"/{MODELSTORE_WEBHOOK_ID}", app.validate_modelstores)
+        web_app.router.add_get("/readyz", app.ready)
+        seen = []
+        async with TestClient(TestServer(web_app)) as client:
+            for draining in (False, True):
+                app.draining = draining
+                reply = await client.post(f"/{MODELSTORE_WEBHOOK_ID}", json={"request": review})
+                ready = await client.get("/readyz")
+                seen.append((reply.status, reply.headers.get("Connection"), ready.status, await ready.text()))
+        return seen
+
+    serving, draining = asyncio.run(run())
+    assert serving[0] == 200 and serving[1] != "close" and serving[2:] == (200, "ok")
+    assert draining == (200, "close", 503, "shutting down")

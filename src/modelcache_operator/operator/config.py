@@ -26,6 +26,13 @@ class OperatorConfig:
     # The chart's image.pullPolicy and imagePullSecrets (Secrets in operator_namespace).
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
+    # Leader election (operator/lease.py): the Lease in operator_namespace, and client-go's three timings.
+    lease_name: str = "modelcache-operator"
+    lease_duration_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
+    # After SIGTERM the webhook keeps answering this long, failing readiness, while the Service drops it.
+    shutdown_delay_seconds: float = 0.0
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -45,4 +52,9 @@ class OperatorConfig:
             allow_host_path=env.get("MODELCACHE_ALLOW_HOST_PATH", "false").lower() == "true",
             image_pull_policy=env.get("MODELCACHE_IMAGE_PULL_POLICY", "IfNotPresent"),
             image_pull_secrets=tuple(n for n in env.get("MODELCACHE_IMAGE_PULL_SECRETS", "").split(",") if n),
+            lease_name=env.get("MODELCACHE_LEASE_NAME") or "modelcache-operator",
+            lease_duration_seconds=float(env.get("MODELCACHE_LEASE_DURATION_SECONDS", "15")),
+            renew_deadline_seconds=float(env.get("MODELCACHE_LEASE_RENEW_DEADLINE_SECONDS", "10")),
+            retry_period_seconds=float(env.get("MODELCACHE_LEASE_RETRY_PERIOD_SECONDS", "2")),
+            shutdown_delay_seconds=float(env.get("MODELCACHE_SHUTDOWN_DELAY_SECONDS", "0")),
         )

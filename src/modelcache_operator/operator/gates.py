@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..api.names import ANN_GATE_STATUS
 from ..builders.gates import check_gates, gated_caches
-from .kube import Kube
+from .kube import Kube, NotLeading
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ class GateReleaser:
                 try:
                     await loop.run_in_executor(self._pool, context.run, release, self._kube(), pod, views,
                                                self._emit)
+                except NotLeading:
+                    log.info("Gate pass of pod %s/%s stopped: this replica lost the leader Lease", *key)
                 except Exception:
                     log.exception("Releasing the scheduling gates of pod %s/%s failed", *key)
         finally:

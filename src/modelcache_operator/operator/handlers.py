@@ -1,11 +1,13 @@
 """kopf wiring: watches feed indices, and every trigger queues the one reconcile of the object it concerns.
-Handlers stay thin."""
+Handlers stay thin. Every replica watches and indexes; only the holder of the leader Lease reconciles
+(leadership.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -23,7 +25,8 @@ from .config import OperatorConfig
 from .converge import Converger, ObjectKey
 from .downloads import DownloadReconciler
 from .gates import CacheLookup, GateReleaser
-from .kube import Kube, load_api_client
+from .kube import Kube, NotLeading, load_api_client
+from .leadership import Leadership
 from .stores import StoreReconciler
 from .views import StoreEntry
 
@@ -42,11 +45,17 @@ _running: set[ObjectKey] = set()
 _store_states: dict[str, tuple[Any, ...]] = {}  # what caches saw of each store, last time
 _tasks: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
 _reconcilers: dict[str, Converger] = {}
+# kopf's live indices (the same objects in every handler call): what a new leader reconciles at once.
+_indices: dict[str, Any] = {}
+LEADERSHIP = Leadership(CONFIG)
+# Run first when kopf shuts down (cli.py starts the webhook's drain here), while the Lease is handed over.
+ON_SHUTDOWN: list[Callable[[], None]] = []
 log = logging.getLogger(__name__)
 
 
 def _emit(body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-    kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=event_type, reason=reason, message=message)
+    if LEADERSHIP.leading():
+        kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=event_type, reason=reason, message=message)
 
 
 def _kube() -> Kube:
@@ -57,9 +66,9 @@ _gates = GateReleaser(_kube, _emit, _pool)
 
 
 def reconciler(kind: str) -> Converger:
-    """One reconciler per kind and process, built after kopf logged in."""
+    """One reconciler per kind and leadership term, built after kopf logged in."""
     if not _reconcilers:
-        kube = Kube(load_api_client())
+        kube = Kube(load_api_client(), may_write=LEADERSHIP.leading)
         for cls in (StoreReconciler, CacheReconciler, DownloadReconciler):
             _reconcilers[cls.kind] = cls(kube, CONFIG, _emit)
         stores = cast(StoreReconciler, _reconcilers[api.STORE_KIND])
@@ -68,7 +77,7 @@ def reconciler(kind: str) -> Converger:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Progress and diff-base go to annotations: status belongs to the reconcilers and the downloader.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelcache.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="modelcache.dev")
@@ -77,6 +86,35 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 8
+    LEADERSHIP.start(asyncio.get_running_loop(), on_started=_lead, on_stopped=_follow)
+
+
+@kopf.on.cleanup()
+async def hand_over(**_: Any) -> None:
+    """On SIGTERM: stop reconciling, let the running reconciles end, release the Lease."""
+    for hook in ON_SHUTDOWN:
+        hook()
+    await LEADERSHIP.stop(in_flight=lambda: len(_running))
+
+
+async def _lead() -> None:
+    """A new term starts from no memory of what was applied (the last leader may have changed anything)
+    and reconciles every object once: level-based, so whatever the last leader left half done converges."""
+    _reconcilers.clear()
+    _store_states.clear()
+    for name in ("store_index", "download_index", "cache_index"):
+        for entries in list(_indices.get(name, {}).values()):
+            for entry in entries:
+                await _reconcile(entry.body if isinstance(entry, StoreEntry) else entry, _indices)
+    if "gated_pods" in _indices:  # and gives every gated pod a pass: the last leader may have missed its cache
+        lookup = _cache_lookup(_indices)
+        for pods in list(_indices["gated_pods"].values()):
+            for pod in pods:
+                await _gates.queue(pod, lookup)
+
+
+def _follow() -> None:
+    _pending.clear()
 
 
 # ----- indices: what the watches know, so reconciles need no reads -----
@@ -206,6 +244,10 @@ async def _reconcile(body: dict[str, Any], indices: dict[str, Any]) -> None:
     reconcile is in flight are coalesced into one more pass with the newest body, so a busy object never
     queues stale bodies, each holding a worker thread while it waits for the per-object lock. Not awaiting
     the reconcile also frees kopf's worker, which then applies the next watch event to the indices."""
+    if not _indices:
+        _indices.update({name: index for name, index in indices.items() if isinstance(index, kopf.Index)})
+    if not LEADERSHIP.leading():
+        return
     key: ObjectKey = (body["kind"], body["metadata"].get("namespace"), body["metadata"]["name"])
     _pending[key] = body
     if key not in _running:
@@ -218,13 +260,15 @@ async def _reconcile(body: dict[str, Any], indices: dict[str, Any]) -> None:
 async def _drain(key: ObjectKey, indices: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     try:
-        while key in _pending:
+        while key in _pending and LEADERSHIP.leading():
             current = _pending.pop(key)
             # In kopf's context, as kopf runs sync handlers: kopf.event() from the thread needs its settings.
             context = contextvars.copy_context()
             try:
                 await loop.run_in_executor(_pool, context.run, reconciler(key[0]).reconcile, current,
                                            VIEWS[key[0]](current, indices, CONFIG.operator_namespace))
+            except NotLeading:
+                log.info("Reconcile of %s %s/%s stopped: this replica lost the leader Lease", *key)
             except Exception:
                 # The next trigger or resync reconciles the object again; the error is counted in metrics.
                 log.exception("Reconcile of %s %s/%s failed", *key)
@@ -248,6 +292,8 @@ async def _on_object_event(type: str, body: kopf.Body, indices: dict[str, Any]) 
 
 
 async def _release_gates_of(cache: kopf.Body, indices: dict[str, Any], deleted: bool = False) -> None:
+    if not LEADERSHIP.leading():  # gates are written by the leader only, as every child
+        return
     key: IndexKey = (cache["metadata"].get("namespace"), cache["metadata"]["name"])
     lookup = _cache_lookup(indices, deleted=key if deleted else None)
     for pod in list(indices["gated_pods"].get(key, ())):
@@ -352,7 +398,7 @@ async def on_claim_event(namespace: str | None, meta: kopf.Meta, **kwargs: Any) 
 @kopf.on.event("", "v1", "pods", labels={LABEL_INJECT: "true"})
 async def on_serving_pod_event(type: str, body: kopf.Body, annotations: kopf.Annotations, status: kopf.Status,
                                **kwargs: Any) -> None:
-    if type != "DELETED":
+    if type != "DELETED" and LEADERSHIP.leading():
         await _gates.queue(dict(body), _cache_lookup(kwargs))
     # A pod going away may leave a folder unused: its downloads start their retention clock.
     if type != "DELETED" and status.get("phase") not in ("Succeeded", "Failed"):

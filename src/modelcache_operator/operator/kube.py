@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -28,6 +29,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     api.KIND: (f"/apis/{api.API_VERSION}", api.PLURAL, True),
     api.STORE_KIND: (f"/apis/{api.API_VERSION}", api.STORE_PLURAL, False),
     api.DOWNLOAD_KIND: (f"/apis/{api.API_VERSION}", api.DOWNLOAD_PLURAL, True),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases", True),  # leader election (lease.py)
     # Development only: the webhook process registers itself when MODELCACHE_WEBHOOK_MANAGED is set.
     "MutatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", False),
     "ValidatingWebhookConfiguration": ("/apis/admissionregistration.k8s.io/v1", "validatingwebhookconfigurations",
@@ -60,23 +62,33 @@ def is_not_found(error: ApiException) -> bool:
     return bool(error.status == 404)
 
 
-class Kube:
-    def __init__(self, client: kubernetes.client.ApiClient):
-        self.client = client
+class NotLeading(Exception):
+    """A write refused because this replica no longer holds the leader Lease: the new leader reconciles."""
 
-    def _path(self, kind: str, name: str, namespace: str | None, subresource: str | None = None) -> str:
+
+class Kube:
+    def __init__(self, client: kubernetes.client.ApiClient, may_write: Callable[[], bool] = lambda: True):
+        """may_write is the leader fence: checked before every request that is not a read."""
+        self.client = client
+        self.may_write = may_write
+
+    def _path(self, kind: str, name: str | None, namespace: str | None, subresource: str | None = None) -> str:
         prefix, plural, namespaced = RESOURCES[kind]
-        path = f"{prefix}/namespaces/{namespace}/{plural}/{name}" if namespaced else f"{prefix}/{plural}/{name}"
+        path = f"{prefix}/namespaces/{namespace}/{plural}" if namespaced else f"{prefix}/{plural}"
+        path = f"{path}/{name}" if name else path
         return f"{path}/{subresource}" if subresource else path
 
     def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-              query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+              query: list[tuple[str, str]] | None = None, *,
+              timeout: float = REQUEST_TIMEOUT_SECONDS) -> dict[str, Any]:
+        if method != "GET" and not self.may_write():
+            raise NotLeading(f"{method} {path}: this replica does not hold the leader Lease")
         method, url, headers, payload, _ = self.client.param_serialize(
             method=method, resource_path=path, query_params=query or [], body=body,
             header_params={"Content-Type": content_type, "Accept": "application/json"},
             auth_settings=["BearerToken"])
         response = self.client.call_api(method, url, header_params=headers, body=payload,
-                                        _request_timeout=REQUEST_TIMEOUT_SECONDS)
+                                        _request_timeout=timeout)
         response.read()  # type: ignore[no-untyped-call]
         if response.status >= 400:
             raise ApiException(http_resp=response)
@@ -90,13 +102,25 @@ class Kube:
         return self._call("PATCH", path, body=apply_body(manifest), content_type="application/apply-patch+yaml",
                           query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
 
-    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    def get(self, kind: str, name: str, namespace: str | None = None,
+            timeout: float = REQUEST_TIMEOUT_SECONDS) -> dict[str, Any] | None:
         try:
-            return self._call("GET", self._path(kind, name, namespace))
+            return self._call("GET", self._path(kind, name, namespace), timeout=timeout)
         except ApiException as error:
             if is_not_found(error):
                 return None
             raise
+
+    def create(self, manifest: dict[str, Any], timeout: float = REQUEST_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """Fails with 409 when the object exists: for objects whose first writer wins (the Lease)."""
+        path = self._path(manifest["kind"], None, manifest["metadata"].get("namespace"))
+        return self._call("POST", path, body=manifest, timeout=timeout)
+
+    def replace(self, manifest: dict[str, Any], timeout: float = REQUEST_TIMEOUT_SECONDS) -> dict[str, Any]:
+        """A compare-and-swap on metadata.resourceVersion: fails with 409 if the object changed since."""
+        meta = manifest["metadata"]
+        return self._call("PUT", self._path(manifest["kind"], meta["name"], meta.get("namespace")), body=manifest,
+                          timeout=timeout)
 
     def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
         try:

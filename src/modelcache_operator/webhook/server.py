@@ -7,6 +7,11 @@ by deep-copying the pod and diffing. In an A/B in one run (bursts of 100 and 300
 apiserver-measured p50 of 60-76 ms against 17-31 ms for this process, which now matches a Go webhook
 replaying the same patch (BENCHMARKS.md, "Webhook admission latency").
 
+Readiness (`/readyz` on the metrics port, the chart's readiness probe): ready once every view has listed,
+unready again while any watch has been cut off from the apiserver for over store.STALE_SECONDS, and from
+SIGTERM on, while admission is still answered for `shutdown_delay_seconds` so the Service can drop this
+replica before it stops listening.
+
 Failure policy: the chart registers the pod webhook with `failurePolicy: Fail`, scoped by the
 `modelcache.dev/inject=true` objectSelector. While the operator is down, opted-in pods wait (their
 controllers retry) instead of starting without their model; every other pod is never sent here.
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -65,6 +71,8 @@ class AdmissionApp:
         self.settings = settings
         self.allow_host_path = allow_host_path
         self.grace_seconds = grace_seconds
+        self.serving = False  # set once the TLS site listens: before that, routing here would be refused
+        self.draining = False  # set on SIGTERM: unready, still answering
 
     async def _review(self, request: web.Request) -> dict[str, Any] | None:
         try:
@@ -126,12 +134,22 @@ class AdmissionApp:
                 version, answer = self.views.version(), review()
         return answer
 
+    @web.middleware
+    async def close_when_draining(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """While draining, every answer closes its connection: the apiserver must not keep a connection to
+        this replica that the exit would cut under a request it has just written."""
+        response = await handler(request)
+        if self.draining:
+            response.force_close()
+        return response
+
     async def metrics(self, _: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def ready(self, _: web.Request) -> web.Response:
-        synced = self.views.synced()
-        return web.Response(status=200 if synced else 503, text="ok" if synced else "admission views not synced")
+        reason = ("shutting down" if self.draining else self.views.unready_reason()
+                  or (None if self.serving else "admission not listening yet"))
+        return web.Response(status=503 if reason else 200, text=reason or "ok")
 
 
 def _json(answer: dict[str, Any]) -> web.Response:
@@ -139,7 +157,7 @@ def _json(answer: dict[str, Any]) -> web.Response:
 
 
 async def _serve(config: OperatorConfig, tls: ssl.SSLContext, app: AdmissionApp, stopping: threading.Event) -> None:
-    admission = web.Application(client_max_size=MAX_REVIEW_BYTES)
+    admission = web.Application(client_max_size=MAX_REVIEW_BYTES, middlewares=[app.close_when_draining])
     admission.router.add_post(f"/{POD_WEBHOOK_ID}", app.inject_pods)
     admission.router.add_post(f"/{MODELCACHE_WEBHOOK_ID}", app.validate_modelcaches)
     admission.router.add_post(f"/{MODELSTORE_WEBHOOK_ID}", app.validate_modelstores)
@@ -155,6 +173,7 @@ async def _serve(config: OperatorConfig, tls: ssl.SSLContext, app: AdmissionApp,
     main = web.AppRunner(admission, access_log=None)
     await main.setup()
     await web.TCPSite(main, config.webhook_host, config.webhook_port, ssl_context=tls).start()
+    app.serving = True
     log.info("admission webhook serving on %s:%d", config.webhook_host, config.webhook_port)
     try:
         while not stopping.is_set():
@@ -175,18 +194,25 @@ def serve(config: OperatorConfig, cert: str, key: str) -> None:
     feeds = [*((views.caches, modelcache_feed(client, scope)) for scope in scopes),
              (views.stores, modelstore_feed(client)), (views.namespaces, namespace_feed(client))]
     for view, feed in feeds:
-        threading.Thread(target=run_watch, args=(view, feed, stopping.is_set), daemon=True,
+        threading.Thread(target=run_watch, args=(view, feed, stopping.is_set, views.contact), daemon=True,
                          name=f"watch-{feed.what}").start()
     if config.webhook_managed_name:
         register_webhooks(client, config.webhook_managed_name, config, Path(cert))
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)  # before anything starts: a bad key path fails the process at once
     loop = asyncio.new_event_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
     settings = InjectionSettings(operator_image=config.image, image_pull_policy=config.image_pull_policy,
                                  store_lookup=views.stores.get)
     app = AdmissionApp(views, settings, config.allow_host_path)
+
+    def drain() -> None:
+        if not app.draining:
+            app.draining = True
+            log.info("shutting down: unready now, answering admission for %.0fs more", config.shutdown_delay_seconds)
+            loop.call_later(config.shutdown_delay_seconds, stopping.set)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, drain)
     try:
         loop.run_until_complete(_serve(config, tls, app, stopping))
     finally:

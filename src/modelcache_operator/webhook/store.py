@@ -3,6 +3,10 @@
 Admission must answer in milliseconds, so it never calls the apiserver: it reads these in-memory views of
 ModelCaches (per watched scope), ModelStores and Namespace labels. Each object is parsed once, when its
 event arrives, not once per admission request.
+
+Each watch is cut by the server every WATCH_SECONDS and reopened from the last resourceVersion, so a healthy
+feed hears from the apiserver at least that often even when nothing changes. A feed that heard nothing for
+STALE_SECONDS (a replica cut off from the apiserver) makes the replica unready (`AdmissionViews.ready`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import kubernetes
@@ -24,7 +28,10 @@ from .pinning import CacheView
 
 log = logging.getLogger(__name__)
 CacheKey = tuple[str, str]  # (namespace, name)
-WATCH_SECONDS = 300  # then relist: a fresh list also repairs anything a watch gap could have missed
+WATCH_SECONDS = 10  # the server ends each watch after this; it is reopened from the last resourceVersion
+RELIST_SECONDS = 300  # then relist: a fresh list also repairs anything a watch gap could have missed
+STALE_SECONDS = 30.0  # the readiness bound: a feed silent this long is cut off
+READ_TIMEOUT_SECONDS = WATCH_SECONDS + 10  # a black-holed connection errors instead of hanging the feed
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 K = TypeVar("K", bound=Hashable)
@@ -152,6 +159,25 @@ class NamespaceView(View[str, dict[str, str]]):
         return self.get(name)
 
 
+class Contact:
+    """When each feed last heard from the apiserver: a list, an event, or the end of a watch the server cut."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._heard: dict[str, float] = {}
+
+    def heard(self, feed: str) -> None:
+        with self._lock:
+            self._heard[feed] = self.clock()
+
+    def silent(self, bound: float = STALE_SECONDS) -> list[str]:
+        """The feeds that heard nothing for longer than `bound` (a feed never heard from is not synced)."""
+        now = self.clock()
+        with self._lock:
+            return sorted(feed for feed, at in self._heard.items() if now - at > bound)
+
+
 @dataclass
 class AdmissionViews:
     """Everything admission reads. Synced once every view has listed once (caches: every scope)."""
@@ -160,6 +186,7 @@ class AdmissionViews:
     stores: ModelStoreView
     namespaces: NamespaceView
     cache_scopes: int = 1
+    contact: Contact = field(default_factory=Contact)
 
     @classmethod
     def empty(cls, cache_scopes: int = 1) -> AdmissionViews:
@@ -167,6 +194,13 @@ class AdmissionViews:
 
     def synced(self) -> bool:
         return self.caches.synced(self.cache_scopes) and self.stores.synced() and self.namespaces.synced()
+
+    def unready_reason(self) -> str | None:
+        """None when this replica may take admission traffic: every view listed, and none is cut off."""
+        if not self.synced():
+            return "admission views not synced"
+        silent = self.contact.silent()
+        return f"no contact with the apiserver for over {STALE_SECONDS:.0f}s: {', '.join(silent)}" if silent else None
 
     def version(self) -> int:
         return self.caches.version + self.stores.version + self.namespaces.version
@@ -212,22 +246,32 @@ def namespace_feed(client: kubernetes.client.ApiClient) -> Feed:
     return Feed("Namespaces", core.list_namespace, plain=client.sanitize_for_serialization)
 
 
-def run_watch(view: Watched, feed: Feed, stopped: Callable[[], bool]) -> None:
-    """List, then watch until the server ends the watch, then relist; retries with backoff on errors.
-    Runs until `stopped()`; meant for a daemon thread."""
+def run_watch(view: Watched, feed: Feed, stopped: Callable[[], bool], contact: Contact | None = None) -> None:
+    """List, then watch in WATCH_SECONDS pieces from the last resourceVersion, relisting every RELIST_SECONDS
+    and after errors (with backoff). Runs until `stopped()`; meant for a daemon thread."""
+    contact = contact or Contact()
     failures = 0
     while not stopped():
         try:
-            listed = feed.plain(feed.lister())
+            listed = feed.plain(feed.lister(_request_timeout=READ_TIMEOUT_SECONDS))
             view.replace_scope(feed.scope, listed.get("items") or [])
+            contact.heard(feed.what)
             failures = 0
-            watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
-            events = watch.stream(  # type: ignore[no-untyped-call]
-                feed.lister, resource_version=listed["metadata"]["resourceVersion"], timeout_seconds=WATCH_SECONDS
-            )
-            for event in events:
-                if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                    view.apply_event(event["type"], feed.plain(event["object"]))
+            version = listed["metadata"]["resourceVersion"]
+            relist_at = time.monotonic() + RELIST_SECONDS
+            while time.monotonic() < relist_at:
+                watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+                for event in watch.stream(  # type: ignore[no-untyped-call]
+                        feed.lister, resource_version=version, timeout_seconds=WATCH_SECONDS,
+                        _request_timeout=READ_TIMEOUT_SECONDS):
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        view.apply_event(event["type"], feed.plain(event["object"]))
+                    contact.heard(feed.what)
+                    if stopped():
+                        return
+                # The server ended the watch on time: contact, and the place to resume from.
+                contact.heard(feed.what)
+                version = getattr(watch, "resource_version", None) or version
                 if stopped():
                     return
         except (ApiException, OSError, ValueError, urllib3.exceptions.HTTPError) as error:
