@@ -96,7 +96,10 @@ def test_the_operator_and_webhook_work_under_a_newer_crd(newer_crds: None, k8s: 
     created, refusal = dry_run(k8s, namespace, pod)
     assert refusal is None and created.metadata.annotations["modelcache.dev/injected"]
     log = operator.log_text()[log_start:]
-    assert "Extra inputs are not permitted" not in log and "Reconcile of" not in log, log
+    # The session's operator also serves other tests: only failed reconciles of this test's objects count.
+    ours = (namespace, store, download["metadata"]["name"])
+    failed = [line for line in log.splitlines() if "Reconcile of" in line and any(name in line for name in ours)]
+    assert "Extra inputs are not permitted" not in log and not failed, log
 
 
 def _succeeds(attempt: Any) -> Any:

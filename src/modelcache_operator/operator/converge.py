@@ -164,7 +164,15 @@ class Converger:
         changed = bool(stale) or any(previous.get(k) != v for k, v in desired.items())
         if changed and desired != written:
             meta = body["metadata"]
-            self.kube.patch_status(self.kind, meta.get("namespace"), meta["name"], {**desired, **stale})
+            try:
+                self.kube.patch_status(self.kind, meta.get("namespace"), meta["name"], {**desired, **stale})
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                # Deleted since this reconcile began: nothing left to describe, and its deletion event comes.
+                log.info("%s %s/%s is gone; its status was not written", self.kind, meta.get("namespace") or "",
+                         meta["name"])
+                return str(desired["phase"])
             self._written[key] = desired
             metrics.API_WRITES.labels(kind="status").inc()
             for event_type, reason, message in status.transitions(previous, desired):
