@@ -21,10 +21,7 @@ COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# The UID the chart, the download Job and the cleanup Job run as (runAsNonRoot needs a numeric USER). It gets a
-# passwd entry: kopf names its identity after getpass.getuser(), which fails for a UID without one.
-RUN groupadd --gid 65532 modelcache \
- && useradd --uid 65532 --gid 65532 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin modelcache
+# The UID the chart, the download Job and the cleanup Job run as (runAsNonRoot needs a numeric USER).
 USER 65532:65532
 WORKDIR /tmp
 EXPOSE 9443 9090 8080

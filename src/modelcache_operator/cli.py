@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -63,6 +65,9 @@ def _run(args: argparse.Namespace) -> int:
     start_http_server(handlers.CONFIG.metrics_port, registry=metrics.REGISTRY)
     namespaces = handlers.CONFIG.namespaces
     try:
+        # kopf takes its identity from POD_ID, else from getpass.getuser(), which fails for the image's UID (it
+        # has no passwd entry); in a pod the host name is the pod's name.
+        os.environ.setdefault("POD_ID", socket.gethostname())
         kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
                  liveness_endpoint=args.liveness, stop_flag=stop)
     finally:

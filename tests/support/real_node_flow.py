@@ -91,8 +91,8 @@ def _ready(pod: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
-def wait_job_pod(k8s: Cluster, job: Any, operator: OperatorProcess, timeout: float = 300) -> Any:
-    """The download Job's pod, once it has finished."""
+def wait_job_pod(k8s: Cluster, job: Any, operator_log: Callable[[], str], timeout: float = 300) -> Any:
+    """The download Job's pod, once it has finished; operator_log tells what the operator saw meanwhile."""
     namespace, selector = job.metadata.namespace, f"job-name={job.metadata.name}"
 
     def job_pod_done() -> Any:
@@ -102,7 +102,7 @@ def wait_job_pod(k8s: Cluster, job: Any, operator: OperatorProcess, timeout: flo
     def diagnostics() -> str:
         pods = k8s.core.list_namespaced_pod(namespace, label_selector=selector).items
         return "\n".join(f"{p.metadata.name} {p.spec.node_name} {p.status.phase}: "
-                         f"{_pod_log(k8s, p.metadata.name, namespace)}" for p in pods) + "\n" + operator.log_tail()
+                         f"{_pod_log(k8s, p.metadata.name, namespace)}" for p in pods) + "\n" + operator_log()
 
     return wait_for(job_pod_done, timeout, interval=1, describe="the download Job's pod to finish",
                     diagnostics=diagnostics)
@@ -125,7 +125,7 @@ def run_real_demo(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, oper
     k8s.create_cache(NAMESPACE, manifest)
     job = wait_for(lambda: next(iter(k8s.download_jobs()), None), 60, describe="the download Job",
                    diagnostics=operator.log_tail)
-    job_pod = wait_job_pod(k8s, job, operator)
+    job_pod = wait_job_pod(k8s, job, operator.log_tail)
     download_log = _pod_log(k8s, job_pod.metadata.name, job.metadata.namespace)
     for line in download_log.splitlines():
         say(f"  downloader[{job_pod.spec.node_name}]: {line}")
