@@ -22,6 +22,12 @@ REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The RBAC proofs (fixture `only_operator`) run before anything starts the full-admin session operator,
+    which would reconcile their objects too and hide a missing rule."""
+    items.sort(key=lambda item: "only_operator" not in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def binaries() -> Binaries:
     return ensure_binaries()

@@ -43,11 +43,13 @@ def demo(real_cluster: RealNodeCluster) -> Iterator[Demo]:
         yield Demo(release, result, steps, said)
 
 
-def test_operator_runs_as_the_charts_pod_on_the_real_node(demo: Demo) -> None:
-    (pod,) = demo.release.ready_pods()
-    assert pod.spec.node_name == REAL_NODE
-    assert pod.status.container_statuses[0].container_id.startswith("containerd://")
-    assert pod.status.container_statuses[0].image in IMAGES
+def test_operator_runs_as_the_charts_pods_on_the_real_node(demo: Demo) -> None:
+    pods = demo.release.ready_pods()
+    assert len(pods) == 2  # the chart's default replicas, every one Ready
+    for pod in pods:
+        assert pod.spec.node_name == REAL_NODE
+        assert pod.status.container_statuses[0].container_id.startswith("containerd://")
+        assert pod.status.container_statuses[0].image in IMAGES
 
 
 def test_download_job_ran_in_a_container_and_its_progress_was_shown(demo: Demo) -> None:
