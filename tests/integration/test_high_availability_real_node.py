@@ -91,9 +91,6 @@ def test_two_replicas_on_the_node_one_holds_the_lease_by_pod_name(release: Chart
     assert leader in table, table
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, issue 13 open: in 2 of 4 runs one admission or ModelCache write failed during the roll "
-    "(cause not yet found; keep-alive timeouts and the chart's CA were ruled out)"))
 def test_rolling_upgrade_under_admission_load_refuses_nothing(release: ChartRelease, team: tuple[str, str]) -> None:
     k8s, (store, churn_store) = release.k8s, team
     with DownloaderPlayer(k8s, release.cluster, store):
@@ -114,8 +111,9 @@ def test_rolling_upgrade_under_admission_load_refuses_nothing(release: ChartRele
     assert pods.failures == [], f"{len(pods.failures)} pod admissions failed: {pods.failures[:5]}"
     assert churn.failures == [], f"{len(churn.failures)} ModelCache writes failed: {churn.failures[:5]}"
     assert pods.done == 200 and churn.done > 0
-    # The client was creating pods before, during and after the rollout.
-    assert created_during > 0 and created_before + created_during < 200, (created_before, created_during)
+    # The client was creating pods before and during the rollout (how many are left for after it depends on
+    # how fast the node rolls, so that is not asserted).
+    assert created_before > 0 and created_during > 0, (created_before, created_during)
     new_leader = wait_for(lambda: one_leader(release), 60, describe="one leader pod after the upgrade")
     assert new_leader != old_leader and new_leader in after
     print(f"rolling upgrade: {rolled:.1f}s; admitted during it: {created_during} pods, "
