@@ -212,13 +212,17 @@ def refusals(log: str) -> list[str]:
     return [line for line in log.splitlines() if '"code":403' in line]
 
 
-def start_operator(identity: ChartIdentity, workdir: Path) -> OperatorProcess:
-    """With the chart's Lease name, the one its leader-election Role lets it get and update."""
+def chart_lease_name(identity: ChartIdentity) -> str:
+    """The one Lease the chart's leader-election Role lets the operator get and update."""
     [deployment] = [d for d in identity.docs if d["kind"] == "Deployment"]
     chart_env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    return str(chart_env["MODELCACHE_LEASE_NAME"])
+
+
+def start_operator(identity: ChartIdentity, workdir: Path) -> OperatorProcess:
     operator = OperatorProcess(str(identity.kubeconfig), workdir, manage_webhooks=False,
                                extra_env={"MODELCACHE_NAMESPACE": identity.namespace,
-                                          "MODELCACHE_LEASE_NAME": chart_env["MODELCACHE_LEASE_NAME"]})
+                                          "MODELCACHE_LEASE_NAME": chart_lease_name(identity)})
     operator.start()
     return operator
 

@@ -17,7 +17,7 @@ from modelcache_devcluster.node import GATEWAY
 from modelcache_operator.api import v1alpha2 as api
 from tests.hubs import package_model_files
 from tests.hubs.huggingface import HuggingFaceHub
-from tests.integration.test_helm_install import ChartIdentity, chart_identity, forbidden_lines
+from tests.integration.test_helm_install import chart_identity, chart_lease_name, forbidden_lines
 from tests.support.demo_flow import REPO
 from tests.support.kube import wait_for
 from tests.support.operator import OperatorProcess, delete_webhook_configurations
@@ -52,7 +52,7 @@ def test_secret_not_found_comes_from_the_pod_without_secret_access(real_cluster:
                                    manage_webhooks=False, allow_host_path=True,
                                    extra_env={"MODELCACHE_NAMESPACE": identity.namespace,
                                               # the one Lease the chart's leader-election Role allows
-                                              "MODELCACHE_LEASE_NAME": lease_name(identity)})
+                                              "MODELCACHE_LEASE_NAME": chart_lease_name(identity)})
         operator.start()
         try:
             k8s.create_store({"apiVersion": api.API_VERSION, "kind": api.STORE_KIND, "metadata": {"name": store},
@@ -97,9 +97,3 @@ def test_secret_not_found_comes_from_the_pod_without_secret_access(real_cluster:
             operator.stop()
             hub.stop()
             k8s.core.delete_namespace(namespace)
-
-
-def lease_name(identity: ChartIdentity) -> str:
-    [deployment] = [d for d in identity.docs if d["kind"] == "Deployment"]
-    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    return str(env["MODELCACHE_LEASE_NAME"])
