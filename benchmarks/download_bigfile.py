@@ -5,7 +5,8 @@
 
 The hub is tests.hubs.huggingface.HuggingFaceHub on 127.0.0.1 in this process; `--cap-mib` throttles every
 response body (every connection) like a CDN's per-connection cap. Every fetcher is a subprocess; time is wall
-clock from spawn to exit, CPU and peak RSS come from that child's rusage (os.wait4).
+clock from spawn to exit, CPU and peak RSS come from that child's rusage (os.wait4). Each run of ours is also
+split into phases by when its requests reach the hub (`RequestLog`), to show where the time goes.
 
 - ours: `python -m modelcache_operator.downloader` as the Job runs it (listing, HEAD, 8 ranged connections,
   sha256 of every byte, checksum check, fsync, manifest).
@@ -22,43 +23,62 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fetch_runs import MIB, Run, downloader, measure, print_table  # this directory, sys.path[0] of a script
+
+if TYPE_CHECKING:
+    from tests.hubs.huggingface import HuggingFaceHub
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "bench/bigfile"
-MIB = 1 << 20
-
-
-@dataclass
-class Run:
-    seconds: float
-    cpu: float
-    peak_rss: int
-
-
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> Run:
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.monotonic() - t0
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd} failed ({status}):\n{err[-4000:]}")
-    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
 
 
 def ours(url: str, root: Path) -> Run:
-    env = {**os.environ, "MC_HUB": "huggingface", "MC_REPO": REPO, "MC_ROOT": str(root), "MC_ENDPOINT": url,
-           "MC_REPORT": "none", "MC_CONNECTIONS_PER_FILE": "8", "HF_HUB_DISABLE_XET": "1",
-           "MC_TERMINATION_LOG": str(root.parent / "term"), "MC_LOCK_WAIT_SECONDS": "0"}
-    env.pop("MC_HUB_TOKEN", None)
-    return measure([sys.executable, "-m", "modelcache_operator.downloader"], env)
+    return downloader(url, REPO, root, MC_CONNECTIONS_PER_FILE="8")
+
+
+class RequestLog:
+    """When each request reached the hub and when its answer ended: splits a run of ours into start-up (spawn
+    to first request: interpreter, imports), transfer (first to last ranged GET, and how many of the 8
+    connections were busy on average) and tail (last byte to exit: fsync, manifest, interpreter exit)."""
+
+    def __init__(self, hub: HuggingFaceHub) -> None:
+        self.spans: list[tuple[float, float, bool]] = []  # start, end, ranged
+        handle = hub.handle
+
+        def logged(h: BaseHTTPRequestHandler, method: str) -> None:
+            t0 = time.monotonic()
+            handle(h, method)
+            self.spans.append((t0, time.monotonic(), "Range" in h.headers))
+
+        hub.handle = logged  # type: ignore[method-assign]
+
+    def clear(self) -> None:
+        """Forget what came before: the other fetchers' requests reach the same hub."""
+        self.spans = []
+
+    def phases(self, spawned: float, run: Run) -> Phases:
+        """The phases of the run spawned at `spawned` (monotonic), from the requests logged since `clear`."""
+        spans = self.spans
+        ranged = [(t0, t1) for t0, t1, is_ranged in spans if is_ranged]
+        first, last = min(t0 for t0, _ in ranged), max(t1 for _, t1 in ranged)
+        return Phases(startup=min(t0 for t0, _, _ in spans) - spawned, transfer=last - first,
+                      busy_connections=sum(t1 - t0 for t0, t1 in ranged) / (last - first),
+                      tail=spawned + run.seconds - last)
+
+
+@dataclass
+class Phases:
+    startup: float
+    transfer: float
+    busy_connections: float
+    tail: float
 
 
 def aria2(url: str, dest: Path) -> Run:
@@ -107,6 +127,8 @@ def main() -> None:
     hub.faults.bytes_per_second = a.cap_mib * MIB
     out = a.dir / "out"
     runs: dict[str, list[Run]] = {"ours": [], "aria2c": [], "hf_hub_download": []}
+    phases: list[Phases] = []
+    requests = RequestLog(hub)
     with hub:
         url = f"{hub.url}/{REPO}/resolve/{sha}/{name}"
         for i in range(a.repeat):
@@ -115,7 +137,10 @@ def main() -> None:
                     continue
                 shutil.rmtree(out, ignore_errors=True)
                 if fetcher == "ours":
+                    requests.clear()
+                    spawned = time.monotonic()
                     run = ours(hub.url, out / "volume")
+                    phases.append(requests.phases(spawned, run))
                 elif fetcher == "aria2c":
                     run = aria2(url, out / "aria2")
                 else:
@@ -129,14 +154,13 @@ def main() -> None:
 
     print(f"\n1 file of {size / (1 << 30):.2f} GiB, loopback hub capped at {a.cap_mib} MiB/s per connection, "
           f"median of {a.repeat} interleaved runs (hf_hub_download: {a.hf_repeat})\n")
-    print("| fetcher | seconds | MiB/s | CPU s (user+sys) | peak RSS |")
-    print("|---|---:|---:|---:|---:|")
-    med: dict[str, float] = {}
-    for fetcher, rs in runs.items():
-        med[fetcher] = statistics.median(r.seconds for r in rs)
-        cpu = statistics.median(r.cpu for r in rs)
-        rss = max(r.peak_rss for r in rs)
-        print(f"| {fetcher} | {med[fetcher]:.2f} | {size / med[fetcher] / MIB:.0f} | {cpu:.2f} | {rss / MIB:.0f} MiB |")
+    med = print_table(runs, size)
+    print("\nours, by phase (median): start-up (spawn to first request) "
+          f"{statistics.median(x.startup for x in phases):.2f} s, transfer "
+          f"{statistics.median(x.transfer for x in phases):.2f} s with "
+          f"{statistics.median(x.busy_connections for x in phases):.2f} of 8 connections busy "
+          f"(ideal {size / (8 * a.cap_mib * MIB):.2f} s), tail (last byte to exit) "
+          f"{statistics.median(x.tail for x in phases):.2f} s")
     print(f"\nratio ours / aria2c -x8 -s8: {med['aria2c'] / med['ours']:.2f}")
     print(f"ratio ours / hf_hub_download: {med['hf_hub_download'] / med['ours']:.2f}")
     print(f"on ossfs-rules: {fuse_run.seconds:.2f} s ({size / fuse_run.seconds / MIB:.0f} MiB/s), "

@@ -2,8 +2,12 @@
 
     flock /tmp/modelcache-bench.lock .venv/bin/python benchmarks/download_throughput.py \\
         --shards 4 --shard-mib 512 --workers 8 --repeat 3
+    # network-bound, as behind a CDN: every connection capped, files below the ranged-GET size so both
+    # sides hold the same `--workers` connections
+    ... download_throughput.py --shards 32 --shard-mib 48 --workers 8 --cap-mib 32 --repeat 3
 
-The hub is tests.hubs.huggingface.HuggingFaceHub on 127.0.0.1 (sendfile from page cache), in this process.
+The hub is tests.hubs.huggingface.HuggingFaceHub on 127.0.0.1 (sendfile from page cache), in this process;
+`--cap-mib` throttles every response body (every connection) like a CDN's per-connection cap.
 Every fetcher runs as its own subprocess, so each pays interpreter start and imports and has its own GIL;
 time is wall clock from spawn to exit, CPU and peak RSS come from that child's rusage (os.wait4).
 
@@ -21,19 +25,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
+
+from fetch_runs import MIB, Run, downloader, measure, print_table  # this directory, sys.path[0] of a script
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = "bench/model"
-MIB = 1 << 20
 
 
 def plain_fetch(base: str, sha: str, names: list[str], dest: Path, *, workers: int, hash_too: bool) -> None:
@@ -56,37 +56,9 @@ def plain_fetch(base: str, sha: str, names: list[str], dest: Path, *, workers: i
         list(pool.map(one, names))
 
 
-@dataclass
-class Run:
-    seconds: float
-    cpu: float  # user + sys of the child
-    peak_rss: int  # bytes
-
-
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> Run:
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the max over all children
-    elapsed = time.monotonic() - t0
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd} failed ({status}):\n{err[-4000:]}")
-    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
-
-
 def plain(url: str, sha: str, names: list[str], dest: Path, *, workers: int, hash_too: bool) -> Run:
     cmd = [sys.executable, __file__, "--plain-child", url, sha, str(dest), str(workers), *names]
     return measure(cmd + (["--hash"] if hash_too else []))
-
-
-def downloader(url: str, root: Path, workers: int) -> Run:
-    env = {**os.environ, "MC_HUB": "huggingface", "MC_REPO": REPO, "MC_ROOT": str(root), "MC_ENDPOINT": url,
-           "MC_REPORT": "none", "MC_MAX_WORKERS": str(workers), "HF_HUB_DISABLE_XET": "1",
-           "MC_TERMINATION_LOG": str(root.parent / "term")}
-    env.pop("MC_HUB_TOKEN", None)
-    return measure([sys.executable, "-m", "modelcache_operator.downloader"], env)
 
 
 def main() -> None:
@@ -102,6 +74,7 @@ def main() -> None:
     p.add_argument("--shard-mib", type=int, default=512)
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--cap-mib", type=int, default=0, help="per-connection cap of the hub, MiB/s (0: none)")
     p.add_argument("--dir", type=Path, default=Path("/tmp/modelcache-bench-download"))
     a = p.parse_args()
 
@@ -112,6 +85,7 @@ def main() -> None:
     files = make_shards(a.dir / "src", a.shards, a.shard_mib * MIB)
     total = a.shards * a.shard_mib * MIB
     hub = HuggingFaceHub()
+    hub.faults.bytes_per_second = a.cap_mib * MIB or None
     sha = hub.add_repo(REPO, dict(files))
     out = a.dir / "out"
     runs: dict[str, list[Run]] = {"plain": [], "plain+sha256": [], "ours": []}
@@ -120,7 +94,7 @@ def main() -> None:
             for name, done in runs.items():
                 shutil.rmtree(out, ignore_errors=True)
                 if name == "ours":
-                    run = downloader(hub.url, out / "volume", a.workers)
+                    run = downloader(hub.url, REPO, out / "volume", MC_MAX_WORKERS=str(a.workers))
                 else:
                     run = plain(hub.url, sha, sorted(files), out / "plain", workers=a.workers,
                                 hash_too=name == "plain+sha256")
@@ -132,17 +106,10 @@ def main() -> None:
     labels = {"plain": "plain parallel GET (requests, writes files; no hash, no fsync)",
               "plain+sha256": "plain parallel GET + sha256 (no fsync)",
               "ours": "modelcache-download (hash + verify + fsync + manifest)"}
-    print(f"\n{a.shards} x {a.shard_mib} MiB = {total / (1 << 30):.2f} GiB, {a.workers} workers, loopback hub, "
+    print(f"\n{a.shards} x {a.shard_mib} MiB = {total / (1 << 30):.2f} GiB, {a.workers} workers, loopback hub "
+          f"{f'capped at {a.cap_mib} MiB/s per connection' if a.cap_mib else 'uncapped'}, "
           f"median of {a.repeat} interleaved runs\n")
-    print("| fetcher | seconds | MiB/s | CPU s (user+sys) | peak RSS |")
-    print("|---|---:|---:|---:|---:|")
-    med: dict[str, float] = {}
-    for name, rs in runs.items():
-        med[name] = statistics.median(r.seconds for r in rs)
-        cpu = statistics.median(r.cpu for r in rs)
-        rss = max(r.peak_rss for r in rs)
-        print(f"| {labels[name]} | {med[name]:.2f} | {total / med[name] / MIB:.0f} | {cpu:.2f} "
-              f"| {rss / MIB:.0f} MiB |")
+    med = print_table(runs, total, labels)
     print(f"\nthroughput ratio (ours / plain): {med['plain'] / med['ours']:.2f}")
     print(f"throughput ratio (ours / plain+sha256): {med['plain+sha256'] / med['ours']:.2f}")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,15 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from prewarm_common import SEED_HOOK, GiB, MiB, append_section, machine, pod_tools  # noqa: E402
 from tests.prewarm_support import memory_cgroup  # noqa: E402
 from tests.residency import evict, resident_fraction, write_file  # noqa: E402
 
 from modelcache_operator.prewarm import hook  # noqa: E402
-from modelcache_operator.prewarm.prewarm import install  # noqa: E402
-
-SEED_HOOK = """find "$MODEL_DIR" -type f -print0 | xargs -0 -I {} -P 4 sh -c 'cat "{}" > /dev/null'"""
-MiB = 1 << 20
-GiB = 1 << 30
 
 
 def shards_in(root: Path, total: int, count: int) -> list[Path]:
@@ -66,13 +61,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
     assert shutil.which("vmtouch"), "vmtouch not installed (apt-get install vmtouch)"
-    tools = args.workdir / "tools"
-    install(str(tools))
-    pybin = args.workdir / "pybin"
-    pybin.mkdir(parents=True, exist_ok=True)
-    if not (pybin / "python3").exists():
-        (pybin / "python3").symlink_to(sys.executable)
-    pod_env = {**os.environ, "PATH": f"{pybin}:/usr/bin:/bin"}
+    tools, pod_env = pod_tools(args.workdir)
     log = str(args.workdir / "prewarm.log")
     model = args.workdir / "model"
     total = int(args.gib * GiB)
@@ -121,9 +110,6 @@ def main() -> None:
 
 def write_report(args: argparse.Namespace, rows: dict[str, dict[str, list[float]]], sparse: dict[str, list[float]],
                  *, limit: int, total: int, first: int) -> None:
-    def sh(cmd: str) -> str:
-        return subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, check=False).stdout.strip()
-
     med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in rows.items()}
     lines = [
         "## Prewarm under a memory limit",
@@ -131,8 +117,7 @@ def write_report(args: argparse.Namespace, rows: dict[str, dict[str, list[float]
         f"Command: `flock /tmp/modelcache-bench.lock .venv/bin/python benchmarks/prewarm_budget_bench.py "
         f"--gib {args.gib} --shards {args.shards} --limit-share {args.limit_share} --reps {args.reps}`",
         "",
-        f"Machine: {sh('nproc')} cores, {sh('free -h | grep Mem')}, kernel {platform.release()}; load at the end: "
-        f"`{sh('uptime')}`; disk: `{sh(f'df -hT {args.workdir} | tail -1')}`. Model: {args.shards} x "
+        f"Machine: {machine(args.workdir)}. Model: {args.shards} x "
         f"{total // args.shards // MiB} MiB shards ({args.gib} GiB); each reader runs cold in a fresh memory "
         f"cgroup limited to {limit // MiB} MiB; \"first\" is the first {first} shards (what a server loads "
         f"first). Median of {args.reps} runs. Shared machine: other engineers' jobs ran too.",
@@ -153,10 +138,7 @@ def write_report(args: argparse.Namespace, rows: dict[str, dict[str, list[float]
         f"({s_sparse / s_alone:.2f}x; goal: about the time the shards alone take); the shards ended resident.",
         "",
     ]
-    text = "\n".join(lines) + "\n"
-    with open(args.out, "a", encoding="utf-8") as f:
-        f.write(("\n" if args.out.exists() and args.out.stat().st_size else "") + text)
-    print(text)
+    append_section(args.out, lines)
 
 
 if __name__ == "__main__":

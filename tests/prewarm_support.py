@@ -4,9 +4,12 @@ without python3, and a check for readers left behind."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import shutil
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,11 @@ EVIL_NAMES = [
     "$HOME",
     "ünïcødé-模型.safetensors",
 ]
+UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+# prewarm.py runs on the serving image's python3 and claims 3.8+ (older ones get prewarm.sh).
+OLDEST_PYTHON = (3, 8)
+
 SH_TOOLS = [
     "sh", "find", "xargs", "cat", "date", "sleep", "tr", "wc", "grep", "mktemp", "rm", "timeout", "true", "stat",
 ]
@@ -140,3 +148,26 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+def size_of(text: str) -> float:
+    """Bytes of a size as the summary line prints it (prewarm_report.human): 12.0MiB, 0B."""
+    m = re.fullmatch(r"([\d.]+)(B|KiB|MiB|GiB)", text)
+    assert m, text
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def oldest_python() -> str:
+    """An interpreter of the oldest Python prewarm.py supports: a pyenv build (~/.pyenv/versions/3.8.*),
+    else python3.8 on PATH (a pyenv shim there fails unless 3.8 is selected). Fails, never skips,
+    where there is none."""
+    name = "python{}.{}".format(*OLDEST_PYTHON)
+    builds = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/{}.{}.*/bin/python3".format(*OLDEST_PYTHON))))
+    found = builds[-1] if builds else shutil.which(name)
+    assert found, f"{name} not found (in ~/.pyenv/versions or on PATH): prewarm.py must be tested on it"
+    probe = subprocess.run([found, "-I", "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                           text=True, check=False)
+    assert probe.returncode == 0, f"{found} does not run: {probe.stderr.strip()}"
+    version = probe.stdout.strip()
+    assert version == str(OLDEST_PYTHON), f"{found} is Python {version}, not {OLDEST_PYTHON}"
+    return found

@@ -2,73 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 from . import node as real_node
 from .binaries import Binaries, cache_root
 from .images import SANDBOX_IMAGE
+from .kwok import DEFAULT_NODES, KWOK_NODE_ANNOTATION, FakeNode, kwok_config
+from .pki import make_client_cert, make_pki, write_kubeconfig
+from .processes import alive, free_port, http_ok, https_ok, log_tail, stop_processes
+
+# free_port too: the tests and benchmarks that start servers beside a cluster import it from here.
+__all__ = ["ClusterState", "ComponentFailed", "LocalCluster", "free_port", "teardown"]
 
 STATE_FILE = "cluster.json"
-KWOK_STAGE_FILES = (
-    "node/fast/node-initialize.yaml",
-    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
-    "pod/fast/pod-ready.yaml",
-    "pod/fast/pod-complete.yaml",
-    "pod/fast/pod-delete.yaml",
-)
-# Fake nodes carry this annotation; kwok manages only them, so a real kubelet can join too.
-KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
-# Job pods on this node fail with this exit code and termination message instead of completing, so tests can
-# drive the real Job controller's podFailurePolicy. Only pods that tolerate the node's taint land there.
-FAILING_NODE = "failing-node-0"
-FAILING_NODE_TAINT = "modelcache.dev/kwok-failing"
-FAILING_EXIT_CODE = 11
-FAILING_STAGE = f"""
-apiVersion: kwok.x-k8s.io/v1alpha2
-kind: Stage
-metadata: {{name: pod-fail-on-failing-node}}
-spec:
-  resourceRef: {{apiGroup: v1, kind: Pod}}
-  selector:
-    matchExpressions:
-    - {{key: '.metadata.deletionTimestamp', operator: 'DoesNotExist'}}
-    - {{key: '.status.phase', operator: 'In', values: ['Running']}}
-    - {{key: '.spec.nodeName', operator: 'In', values: ['{FAILING_NODE}']}}
-  next:
-    statusTemplate: |
-      {{{{ $now := Now }}}}
-      containerStatuses:
-      {{{{ range $index, $item := .spec.containers }}}}
-      - image: {{{{ $item.image | Quote }}}}
-        name: {{{{ $item.name | Quote }}}}
-        ready: false
-        restartCount: 0
-        started: false
-        state:
-          terminated:
-            exitCode: {FAILING_EXIT_CODE}
-            finishedAt: {{{{ $now | Quote }}}}
-            reason: Error
-            message: '{{"reason": "NotFound", "message": "kwok failing node"}}'
-            startedAt: {{{{ $now | Quote }}}}
-      {{{{ end }}}}
-      phase: Failed
-"""
 
 
 class ComponentFailed(RuntimeError):
@@ -99,109 +52,6 @@ class ClusterState:
         return cls(**json.loads((state_dir / STATE_FILE).read_text()))
 
 
-@dataclass(frozen=True)
-class FakeNode:
-    name: str
-    gpus: int
-    gpu_product: str | None
-    cpu: str
-    memory: str
-    taints: tuple[dict[str, str], ...] = ()
-
-    def manifest(self) -> dict[str, object]:
-        labels = {
-            "kubernetes.io/hostname": self.name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-            "type": "kwok",
-        }
-        capacity = {"cpu": self.cpu, "memory": self.memory, "pods": "110", "ephemeral-storage": "1Ti"}
-        if self.gpus:
-            labels |= {
-                "nvidia.com/gpu.present": "true",
-                "nvidia.com/gpu.count": str(self.gpus),
-                "nvidia.com/gpu.product": self.gpu_product or "NVIDIA-H100-80GB-HBM3",
-                "nvidia.com/gpu.memory": "81559",
-            }
-            capacity["nvidia.com/gpu"] = str(self.gpus)
-        return {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": self.name,
-                "labels": labels,
-                "annotations": {"node.alpha.kubernetes.io/ttl": "0", KWOK_NODE_ANNOTATION[0]: KWOK_NODE_ANNOTATION[1]},
-            },
-            "spec": {"taints": list(self.taints)},
-            "status": {"allocatable": capacity, "capacity": capacity},
-        }
-
-
-DEFAULT_NODES = (
-    FakeNode("gpu-node-0", 8, "NVIDIA-H100-80GB-HBM3", "192", "2048Gi"),
-    FakeNode("gpu-node-1", 8, "NVIDIA-H100-80GB-HBM3", "192", "2048Gi"),
-    FakeNode("cpu-node-0", 0, None, "32", "128Gi"),
-    FakeNode(FAILING_NODE, 0, None, "8", "32Gi", ({"key": FAILING_NODE_TAINT, "effect": "NoSchedule"},)),
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_pki(pki: Path) -> None:
-    """A CA, the apiserver's serving cert, an admin client cert and the ServiceAccount signing key."""
-    pki.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=modelcache-dev-ca",
-             "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
-    (pki / "apiserver.ext").write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
-        "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1\n"
-        "extendedKeyUsage=serverAuth\n")
-    (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
-    for name, subject, ext in (
-        ("apiserver", "/CN=kube-apiserver", "apiserver.ext"),
-        ("admin", "/O=system:masters/CN=admin", "client.ext"),
-    ):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", cwd=pki)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-days", "3650", "-out", f"{name}.crt", "-extfile", ext, cwd=pki)
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
-
-
-def make_client_cert(pki: Path, name: str, user: str, groups: tuple[str, ...] = ()) -> tuple[Path, Path]:
-    """A client certificate signed by the cluster CA: CN is the user name, each O a group."""
-    subject = "".join(f"/O={group}" for group in groups) + f"/CN={user}"
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", f"{name}.key",
-             "-out", f"{name}.csr", cwd=pki)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-days", "3650", "-out", f"{name}.crt", "-extfile", "client.ext", cwd=pki)
-    return pki / f"{name}.crt", pki / f"{name}.key"
-
-
-def write_kubeconfig(path: Path, server: str, pki: Path, cert_name: str = "admin") -> None:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "modelcache-dev", "cluster": {
-            "server": server, "certificate-authority": str(pki / "ca.crt")}}],
-        "users": [{"name": cert_name, "user": {
-            "client-certificate": str(pki / f"{cert_name}.crt"), "client-key": str(pki / f"{cert_name}.key")}}],
-        "contexts": [{"name": "modelcache-dev", "context": {"cluster": "modelcache-dev", "user": cert_name}}],
-        "current-context": "modelcache-dev",
-    }
-    path.write_text(yaml.safe_dump(config))
-
-
 # Metadata level, one record per request (at ResponseComplete, so watches are recorded when they end), for
 # counting requests by user: apiserver_request_total has no user or user-agent label.
 AUDIT_POLICY = """
@@ -211,13 +61,6 @@ omitStages: [RequestReceived, ResponseStarted]
 rules:
 - level: Metadata
 """
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log written)"
 
 
 class LocalCluster:
@@ -296,14 +139,14 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = self.state.pids[component]
-            if not _alive(pid):
+            if not alive(pid):
                 raise ComponentFailed(f"{component} exited during startup; log tail:\n"
-                                      f"{_log_tail(self.state.log_path(component))}")
+                                      f"{log_tail(self.state.log_path(component))}")
             if probe():
                 return
             time.sleep(0.25)
         raise ComponentFailed(f"{component} not healthy within {timeout:.0f}s; log tail:\n"
-                              f"{_log_tail(self.state.log_path(component))}")
+                              f"{log_tail(self.state.log_path(component))}")
 
     def _start_etcd(self, timeout: float) -> None:
         # A restart keeps the ports, so the apiserver's --etcd-servers stays right.
@@ -317,7 +160,7 @@ class LocalCluster:
             "--auto-compaction-retention=1", "--quota-backend-bytes=8589934592",
             "--listen-metrics-urls=", "--log-level=warn",
         ])
-        self._wait("etcd", lambda: _http_ok(f"http://127.0.0.1:{client}/health"), timeout)
+        self._wait("etcd", lambda: http_ok(f"http://127.0.0.1:{client}/health"), timeout)
 
     def apiserver_argv(self) -> list[str]:
         pki = self.state.pki
@@ -358,7 +201,7 @@ class LocalCluster:
 
     def _start_apiserver(self, timeout: float) -> None:
         self._spawn("kube-apiserver", self.apiserver_argv())
-        self._wait("kube-apiserver", lambda: _https_ok(f"{self.state.server}/readyz", self.state.pki), timeout)
+        self._wait("kube-apiserver", lambda: https_ok(f"{self.state.server}/readyz", self.state.pki), timeout)
 
     def restart_apiserver(self, timeout: float = 60.0) -> None:
         stop_processes({"kube-apiserver": self.state.pids.pop("kube-apiserver")})
@@ -370,7 +213,7 @@ class LocalCluster:
         time.sleep(downtime)
         self._start_etcd(timeout)
         # The apiserver reconnects by itself; wait until it serves again, so callers see a healthy cluster.
-        self._wait("kube-apiserver", lambda: _https_ok(f"{self.state.server}/readyz", self.state.pki), timeout)
+        self._wait("kube-apiserver", lambda: https_ok(f"{self.state.server}/readyz", self.state.pki), timeout)
 
     def _start_controller_manager(self, timeout: float) -> None:
         port = free_port()
@@ -386,7 +229,7 @@ class LocalCluster:
             "--node-monitor-grace-period=40s", "--concurrent-job-syncs=10", "--pvclaimbinder-sync-period=2s",
             f"--cert-dir={self.state_dir / 'kcm-certs'}", "-v=1",
         ])
-        self._wait("kube-controller-manager", lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", None), timeout)
+        self._wait("kube-controller-manager", lambda: https_ok(f"https://127.0.0.1:{port}/healthz", None), timeout)
         self._wait("kube-controller-manager", self._default_serviceaccount_exists, timeout)
 
     def _start_scheduler(self, timeout: float) -> None:
@@ -399,24 +242,11 @@ class LocalCluster:
             "--bind-address=127.0.0.1", f"--secure-port={port}", "--leader-elect=false",
             f"--cert-dir={self.state_dir / 'scheduler-certs'}", "-v=1",
         ])
-        self._wait("kube-scheduler", lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", None), timeout)
+        self._wait("kube-scheduler", lambda: https_ok(f"https://127.0.0.1:{port}/healthz", None), timeout)
 
     def _start_kwok(self) -> None:
         config = self.state_dir / "kwok.yaml"
-        # Standalone kwok skips its config defaulting, so the parallelism options must be explicit.
-        options = {"podPlayStageParallelism": 8, "nodePlayStageParallelism": 4, "nodeLeaseParallelism": 4,
-                   "podsOnNodeSyncParallelism": 2, "nodeLeaseDurationSeconds": 40,
-                   "enablePodsOnNodeSyncListPager": True, "enablePodsOnNodeSyncStreamWatch": False}
-        docs = [yaml.safe_dump({"apiVersion": "config.kwok.x-k8s.io/v1alpha2", "kind": "KwokConfiguration",
-                                "options": options})]
-        for name in KWOK_STAGE_FILES:
-            stage = yaml.safe_load((self.binaries.kwok_stages / name).read_text())
-            if stage["metadata"]["name"] == "pod-complete":
-                stage["spec"]["selector"]["matchExpressions"].append(
-                    {"key": ".spec.nodeName", "operator": "NotIn", "values": [FAILING_NODE]})
-            docs.append(yaml.safe_dump(stage))
-        docs.append(FAILING_STAGE)
-        config.write_text("\n---\n".join(docs))
+        config.write_text(kwok_config(self.binaries.kwok_stages))
         key, value = KWOK_NODE_ANNOTATION
         self._spawn("kwok", [
             str(self.binaries.kwok), f"--kubeconfig={self.state.kubeconfig}", f"--config={config}",
@@ -497,20 +327,6 @@ class LocalCluster:
         return len(ready) >= len(self.nodes)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        waited = 0  # not our child (started by another process); fall through to a signal probe
-    if waited == pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def teardown(state: ClusterState) -> None:
     """Stops every process of the cluster; with a real node, first the kubelet, then its containers (whose
     shims outlive containerd), then containerd, and then undoes its mounts and host changes."""
@@ -519,7 +335,7 @@ def teardown(state: ClusterState) -> None:
         layout = real_node.NodeLayout(Path(state.state_dir) / "node")
         binaries = real_node.NodeBinaries.at(cache_root())
         stop_processes({k: pids.pop(k) for k in ("kubelet",) if k in pids})
-        if "containerd" in pids and _alive(pids["containerd"]):
+        if "containerd" in pids and alive(pids["containerd"]):
             real_node.kill_containers(binaries.ctr, layout.containerd_socket)
         stop_processes({k: pids.pop(k) for k in ("containerd", "apiserver-relay") if k in pids})
         real_node.unmount_under(layout.root)
@@ -527,33 +343,3 @@ def teardown(state: ClusterState) -> None:
     stop_processes(pids)
 
 
-def stop_processes(pids: dict[str, int], grace: float = 10.0) -> None:
-    """SIGTERM each process group, then SIGKILL whatever is left after the grace period."""
-    for pid in pids.values():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for pid in pids.values():
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - http(s) URLs we build
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _https_ok(url: str, pki: Path | None) -> bool:
-    context = ssl.create_default_context(cafile=str(pki / "ca.crt")) if pki else ssl._create_unverified_context()  # noqa: S323
-    if pki:
-        context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310 - https URLs we build
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False

@@ -242,6 +242,7 @@ def test_deployment_is_restricted_and_probed(defaults: list[dict[str, Any]]) -> 
     assert env_sources(defaults) == {
         "MODELCACHE_IMAGE": {"value": main["image"]},
         "MODELCACHE_RESYNC_SECONDS": {"value": "30"},
+        "MODELCACHE_UPSTREAM_CHECK_SECONDS": {"value": "21600"},
         "MODELCACHE_METRICS_PORT": {"value": "9090"},
         "MODELCACHE_WEBHOOK_PORT": {"value": "9443"},
         "MODELCACHE_WEBHOOK_METRICS_PORT": {"value": "9091"},

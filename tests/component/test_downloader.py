@@ -188,15 +188,12 @@ def test_kill_9_then_resume_fetches_only_what_is_missing(hub_cls: type[FakeHub],
         d = root / repo.sha
         assert not (d / ".modelcache" / "manifest.json").exists()
 
-        def on_disk(path: str) -> int:
-            for p in (d / path, d / (path + ".incomplete")):
-                if p.is_file():
-                    return min(p.stat().st_size, repo.files[path].size)
-            return 0
-
-        before = {p: on_disk(p) for p in repo.files}
+        # Both hubs write each file in its final place: no `.incomplete` to rename later.
+        assert not list(d.rglob("*.incomplete"))
+        before = {p: (d / p).stat().st_size if (d / p).is_file() else 0 for p in repo.files}
         assert 0 < sum(before.values()) < big
         assert any(0 < before[p] < repo.files[p].size for p in shards)  # a partial shard to resume
+        hub.wait_bodies_done()
         served_first = dict(hub.bytes_served)
         hub.faults.bytes_per_second = None
         # The killed writer's heartbeat is fresh: the new run waits for it to go stale, then takes over.

@@ -1,30 +1,38 @@
-"""Any hub that speaks the Hugging Face protocol: minimal mirrors, the tree API, HEAD metadata, a CDN host."""
+"""Any hub that speaks the Hugging Face protocol: minimal mirrors, the tree API, HEAD metadata, a CDN host, and
+a Xet-backed repo behind the Xet bridge."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from huggingface_hub import get_hf_file_metadata, hf_hub_url
+from huggingface_hub.utils._xet import refresh_xet_connection_info
 
 from modelcache_operator.downloader import load_manifest, verify_manifest
 from tests.component.conftest import REPO, TOKEN, run_downloader
 from tests.hubs import file_sha256
 from tests.hubs.cdn import CdnHost
 from tests.hubs.huggingface import HuggingFaceHub
+from tests.hubs.xet import XetBridge, xet_hash
 
 
 @pytest.fixture
 def cdn() -> Iterator[CdnHost]:
-    host = CdnHost(host="127.0.0.2")
-    host.start()  # raises HubStartError: the test fails, never skips
-    try:
+    with CdnHost(host="127.0.0.2") as host:  # HubStartError: the test fails, never skips
         yield host
-    finally:
-        host.stop()
+
+
+@pytest.fixture
+def xet_bridge() -> Iterator[XetBridge]:
+    with XetBridge(host="127.0.0.2") as host:
+        yield host
 
 
 def mirror(model_files: dict[str, Path], cdn: CdnHost | None = None, **shape: bool) -> HuggingFaceHub:
+    """The MiniLM repo on a hub narrowed to `shape`, its LFS bodies behind `cdn` (a CDN or the Xet bridge)."""
     hub = HuggingFaceHub(token=TOKEN, cdn=cdn)
     hub.add_repo(REPO, dict(model_files))
     for k, v in shape.items():
@@ -105,3 +113,37 @@ def test_large_files_come_from_a_second_host_without_the_token(model_files: dict
         assert cdn.auth_headers_seen == []  # the CDN would refuse a second authorization (400)
         assert hub.auth_headers_seen and all(h == f"Bearer {TOKEN}" for h in hub.auth_headers_seen)
         assert TOKEN not in result.stderr
+
+
+def test_xet_backed_repo_comes_through_the_bridge_without_the_token(model_files: dict[str, Path], root: Path,
+                                                                   xet_bridge: XetBridge) -> None:
+    """hf_xet is installed and enabled here; the downloader still takes the resolve redirect (the bridge's plain
+    bytes into its own sequential writer), and never asks for a Xet token or a CAS reconstruction."""
+    assert importlib.util.find_spec("hf_xet") is not None  # the case "hf_xet installed" is the one under test
+    with mirror(model_files, cdn=xet_bridge) as hub:
+        result = run_downloader(hub, root, HF_HUB_DISABLE_XET="0")
+        assert result.code == 0, result.stderr
+        assert all(verified for verified, _ in published_files(hub, root).values())
+        lfs = {p for p, f in hub.repos[REPO].files.items() if f.lfs}
+        assert lfs and set(xet_bridge.bytes_served) == lfs
+        assert all(xet_bridge.bytes_served[p] == hub.repos[REPO].files[p].size for p in lfs)
+        assert xet_bridge.auth_headers_seen == []  # the bridge refuses a second authorization (400)
+        assert xet_bridge.reconstruction_requests == []
+        assert not any("/xet-read-token/" in path for _, path in hub.requests)
+        assert TOKEN not in result.stderr
+
+
+def test_the_xet_bridge_answers_as_huggingface_hub_reads_it(model_files: dict[str, Path],
+                                                            xet_bridge: XetBridge) -> None:
+    """The fake is checked against the real client: its parser finds the Xet hash and the token route."""
+    with mirror(model_files, cdn=xet_bridge) as hub:
+        repo = hub.repos[REPO]
+        path = next(p for p, f in repo.files.items() if f.lfs)
+        url = hf_hub_url(REPO, path, revision=repo.sha, endpoint=hub.url)
+        meta = get_hf_file_metadata(url, token=TOKEN, endpoint=hub.url)
+        assert meta.xet_file_data is not None and meta.xet_file_data.file_hash == xet_hash(repo.files[path])
+        assert meta.xet_file_data.refresh_route == f"{hub.url}/api/models/{REPO}/xet-read-token/{repo.sha}"
+        assert meta.location.startswith(f"{xet_bridge.url}/xet-bridge-us/")
+        assert meta.size == repo.files[path].size and meta.etag == repo.files[path].sha256
+        token = refresh_xet_connection_info(file_data=meta.xet_file_data, headers={"authorization": f"Bearer {TOKEN}"})
+        assert token.endpoint == xet_bridge.url and token.access_token

@@ -1,13 +1,16 @@
-"""The downloader on the storage it writes to: local disk and the ossfs-rules FUSE file system.
+"""The downloader on the storage it writes to: local disk, the ossfs-rules FUSE file system, and s3fs over a
+loopback S3 server (moto), from both hubs.
 
 ossfs-rules (tests/ossfs_rules) enforces ossfs 2.0's write rules: sequential append-only writes, a file
 visible only once closed, non-atomic rename, and (without `append`) no writes to an existing file at all.
 Its event log shows every upload, rename and refusal, so the tests check how the downloader wrote, not only
-what ended up there.
+what ended up there. s3fs is the real client of the object stores our users mount: it takes appends (it
+re-uploads the object), so a partial file is continued there as on local disk.
 """
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections.abc import Iterator
@@ -20,10 +23,14 @@ from modelcache_operator.downloader import verify_manifest
 from tests.component.conftest import REPO, TOKEN, run_downloader, spawn
 from tests.hubs import FakeHub, file_sha256
 from tests.hubs.huggingface import HuggingFaceHub
+from tests.hubs.modelscope import ModelScopeHub
 from tests.ossfs_rules import OssfsRulesMount
+from tests.s3 import MotoS3, S3fsMount
 
 SMALL_FILE = 64 << 10  # metadata files (manifest, lock, hash records) are the only ones renamed
 APPEND_REFUSED = "no writes to an existing file"
+VOLUMES = ["local", "ossfs", "ossfs-append", "s3fs"]
+_buckets = itertools.count()
 
 
 @dataclass
@@ -50,7 +57,13 @@ class Volume:
         assert not big, big
 
 
-@pytest.fixture(params=["local", "ossfs", "ossfs-append"])
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    with MotoS3(tmp_path_factory.mktemp("s3") / "moto.log") as server:  # S3StartError fails the test
+        yield server
+
+
+@pytest.fixture(params=VOLUMES)
 def volume(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Volume]:
     kind: str = request.param
     if kind == "local":
@@ -58,15 +71,23 @@ def volume(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Volume]:
         root.mkdir()
         yield Volume(kind, root, None)
         return
+    if kind == "s3fs":
+        s3: MotoS3 = request.getfixturevalue("s3")
+        with S3fsMount(s3, f"volume-{next(_buckets)}", tmp_path / "mnt") as mnt:
+            root = mnt.mountpoint / "volume"
+            root.mkdir()
+            yield Volume(kind, root, None)
+        return
     with OssfsRulesMount(tmp_path / "bucket", tmp_path / "mnt", append=kind == "ossfs-append") as m:
         root = m.mountpoint / "volume"
         root.mkdir()
         yield Volume(kind, root, m)
 
 
-@pytest.fixture
-def sharded_hub(model_files: dict[str, Path], shards: dict[str, Path]) -> Iterator[FakeHub]:
-    hub = HuggingFaceHub(token=TOKEN)
+@pytest.fixture(params=[HuggingFaceHub, ModelScopeHub], ids=["hf", "ms"])
+def sharded_hub(request: pytest.FixtureRequest, model_files: dict[str, Path],
+                shards: dict[str, Path]) -> Iterator[FakeHub]:
+    hub: FakeHub = request.param(token=TOKEN)
     hub.add_repo(REPO, {**model_files, **shards})
     with hub:
         yield hub
@@ -115,7 +136,6 @@ def test_connection_reset_resumes_within_the_rules(sharded_hub: FakeHub, volume:
     assert served[shard] >= size
 
 
-@pytest.mark.parametrize("volume", ["local", "ossfs", "ossfs-append"], indirect=True)
 def test_kill_9_then_resume(sharded_hub: FakeHub, volume: Volume) -> None:
     hub, root = sharded_hub, volume.root
     repo = hub.repos[REPO]
@@ -135,6 +155,7 @@ def test_kill_9_then_resume(sharded_hub: FakeHub, volume: Volume) -> None:
     before = {p: (d / p).stat().st_size if (d / p).is_file() else 0 for p in repo.files}
     partial = [p for p in repo.files if 0 < before[p] < repo.files[p].size]
     assert partial, before
+    hub.wait_bodies_done()
     served_first = dict(hub.bytes_served)
     hub.faults.bytes_per_second = None
 

@@ -1,11 +1,11 @@
-"""prewarm.py and prewarm.sh against real files on disk, a cold page cache, hostile names,
-vanishing files and a hung FUSE mount. Residency is measured independently (tests/residency.py)."""
+"""prewarm.py and prewarm.sh against real files on disk, a cold page cache, hostile names, vanishing
+files, junk, unreadable files and a memory limit (FUSE mounts: test_prewarm_fuse.py). Residency is
+measured independently (tests/residency.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -17,74 +17,19 @@ from pathlib import Path
 
 import pytest
 
-from modelcache_operator.prewarm import prewarm as pw
+from tests.prewarm_cli import PROGRAM, SUMMARY, WARM, cold, open_files, run_python, run_sh
 from tests.prewarm_support import (
     CANARY,
     env_with_path,
     make_evil_tree,
     make_junk_folder,
     memory_cgroup,
-    sh_only_path,
-    wait_until_gone,
+    oldest_python,
+    size_of,
 )
 from tests.residency import evict, files_under, resident_fraction, write_file
-from tests.slowfs import s3fs_mount, slow_http
 
-PROGRAM = Path(pw.__file__)
-FALLBACK = PROGRAM.with_name("prewarm.sh")
 MiB = 1 << 20
-SUMMARY = re.compile(
-    r"^modelcache-prewarm: files=(?P<files>\d+) bytes=(?P<bytes>\S+) warmed=(?P<warmed>\S+) "
-    r"in (?P<secs>\d+\.\d)s \(\S+/s\) resident=(?P<resident>\d+\.\d%|n/a\([a-z-]+\)) "
-    r"budget=(?P<budget>none|\S+\((?:cgroup|node)\)) over_budget=(?P<over_budget>\S+) "
-    r"skipped=(?P<skipped>\d+) errors=(?P<errors>\d+) timeout=(?P<timeout>true|false)$",
-    re.M,
-)
-UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-# Independent residency checks allow a few percent: these VMs run DAMON proactive reclaim
-# (pageout of cold unmapped file pages), which can take freshly read pages within seconds.
-WARM = 0.95
-
-
-def size_of(text: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(B|KiB|MiB|GiB)", text)
-    assert m, text
-    return float(m.group(1)) * UNITS[m.group(2)]
-
-
-def run_python(*args: str, cwd: Path | None = None, timeout: float = 120) -> tuple[re.Match[str], float]:
-    t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, str(PROGRAM), "warm", *args],
-        cwd=cwd, env=env_with_path(os.environ["PATH"]), capture_output=True, text=True, timeout=timeout,
-    )
-    elapsed = time.monotonic() - t0
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
-    m = SUMMARY.search(proc.stdout)
-    assert m, proc.stdout
-    return m, elapsed
-
-
-def run_sh(tmp_path: Path, *args: str, cwd: Path | None = None, timeout: float = 120) -> tuple[str, float]:
-    t0 = time.monotonic()
-    proc = subprocess.run(
-        ["sh", str(FALLBACK), *args], cwd=cwd, env=env_with_path(sh_only_path(tmp_path / "shbin")),
-        capture_output=True, text=True, timeout=timeout,
-    )
-    elapsed = time.monotonic() - t0
-    assert proc.returncode == 0, proc.stderr
-    line = proc.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(
-        r"modelcache-prewarm: mode=sh files=(\d+|\?) in \d+s resident=n/a\([\w,-]+\) sparse=\d+ errors=\d+ "
-        r"timeout=(true|false)", line
-    ), line
-    return line, elapsed
-
-
-def cold(paths: list[Path]) -> None:
-    evict(paths)
-    assert resident_fraction(paths) < 0.05, "eviction failed: is the tmp dir on tmpfs?"
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +119,7 @@ def test_file_vanishing_mid_run_is_skipped(model: Path, tmp_path: Path) -> None:
     # Once the big file is open (by the worker child), the list is made and the small files
     # wait behind its chunks.
     deadline = time.monotonic() + 10
-    while str(big) not in _open_files(proc.pid):
+    while str(big) not in open_files(proc.pid):
         assert time.monotonic() < deadline, "prewarm never opened the big file"
     for p in doomed:
         p.unlink()
@@ -183,20 +128,6 @@ def test_file_vanishing_mid_run_is_skipped(model: Path, tmp_path: Path) -> None:
     m = SUMMARY.search(out)
     assert m, out
     assert (m["files"], m["skipped"], m["errors"]) == ("6", "5", "0")
-
-
-def _open_files(pid: int) -> set[str]:
-    """Paths open in pid and its children."""
-    out: set[str] = set()
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            out.add(os.path.realpath(f"/proc/{pid}/fd/{fd}"))
-    except (FileNotFoundError, ProcessLookupError):
-        return out
-    for child in children:
-        out |= _open_files(int(child))
-    return out
 
 
 def test_fifo_never_blocks(tmp_path: Path) -> None:
@@ -213,30 +144,6 @@ def test_fifo_never_blocks(tmp_path: Path) -> None:
     line, elapsed = run_sh(tmp_path, "--dir", str(root), "--timeout", "30", timeout=60)
     assert "files=1 " in line and "timeout=false" in line
     assert elapsed < 10
-
-
-@pytest.fixture
-def hung_mount(tmp_path: Path, model: Path):
-    """An s3fs mount where one object never answers (s3fs then stalls other reads too)."""
-    store = tmp_path / "store"
-    store.mkdir()
-    os.link(model / "model-00000-of-00003.safetensors", store / "a-ok.safetensors")
-    write_file(store / "b-hangs.safetensors", 4 * MiB)
-    with (slow_http(store, latency=0.01, hang={"b-hangs.safetensors"}) as url,
-          s3fs_mount(url, tmp_path / "mnt") as mnt):
-        yield mnt
-
-
-def test_python_hung_fuse_read_is_bounded_by_the_timeout(hung_mount: Path) -> None:
-    m, elapsed = run_python("--dir", str(hung_mount), "--timeout", "3", timeout=60)
-    assert m["timeout"] == "true"
-    assert elapsed < 3 + 1.0
-
-
-def test_sh_hung_fuse_read_is_bounded_by_the_timeout(hung_mount: Path, tmp_path: Path) -> None:
-    line, elapsed = run_sh(tmp_path, "--dir", str(hung_mount), "--timeout", "3", timeout=60)
-    assert "timeout=true" in line
-    assert elapsed < 3 + 2.5  # one-second polling
 
 
 def test_wait_returns_when_the_manifest_appears(tmp_path: Path) -> None:
@@ -383,34 +290,12 @@ def test_unreadable_files_are_reported_as_such(shared_dir: Path) -> None:
     assert m["resident"] == "n/a(unreadable)" and m["skipped"] == "1"
 
 
-def test_python_leaves_no_reader_after_its_timeout(hung_mount: Path) -> None:
-    m, _ = run_python("--dir", str(hung_mount), "--timeout", "3", timeout=60)
-    assert m["timeout"] == "true"
-    assert wait_until_gone(hung_mount) == []
-
-
-def test_sh_leaves_no_reader_after_its_timeout(hung_mount: Path, tmp_path: Path) -> None:
-    line, _ = run_sh(tmp_path, "--dir", str(hung_mount), "--timeout", "3", timeout=60)
-    assert "timeout=true" in line
-    assert wait_until_gone(hung_mount) == []
-
-
-def test_a_killed_python_hook_leaves_no_reader(hung_mount: Path) -> None:
-    """The hook's outer guard (`timeout -s KILL`) kills prewarm.py itself: its reader dies with it."""
-    proc = subprocess.Popen([sys.executable, str(PROGRAM), "warm", "--dir", str(hung_mount), "--timeout", "60"],
-                            stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while not any(p.startswith(str(hung_mount)) for p in _open_files(proc.pid)):
-        assert time.monotonic() < deadline, "prewarm never opened a file on the mount"
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait(timeout=10)
-    assert wait_until_gone(hung_mount) == []
-
-
-def test_under_a_memory_limit_below_the_model_it_warms_within_budget(tmp_path: Path) -> None:
+@pytest.mark.parametrize("python", ["this interpreter", "oldest supported"])
+def test_under_a_memory_limit_below_the_model_it_warms_within_budget(tmp_path: Path, python: str) -> None:
     """Page cache is charged to the reader's cgroup: reading a 256 MiB model inside 192 MiB would make
-    the kernel evict the first shards to fit the last. Prewarm stops at its budget instead."""
+    the kernel evict the first shards to fit the last. Prewarm stops at its budget instead, on the
+    serving image's python3 too (Python 3.8: its zip() had no strict=, once an error here)."""
+    interpreter = sys.executable if python == "this interpreter" else oldest_python()
     root = tmp_path / "model"
     (root / ".modelcache").mkdir(parents=True)
     shards = [root / f"model-0000{i}-of-00004.safetensors" for i in range(4)]
@@ -420,7 +305,7 @@ def test_under_a_memory_limit_below_the_model_it_warms_within_budget(tmp_path: P
     cold(shards)
     with memory_cgroup(192 * MiB) as (_, procs):
         proc = subprocess.run(
-            ["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, sys.executable, str(PROGRAM), "warm",
+            ["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, interpreter, "-I", "-S", str(PROGRAM), "warm",
              "--dir", str(root), "--memory-headroom", str(16 * MiB)],
             capture_output=True, text=True, timeout=120, env=env_with_path(os.environ["PATH"]))
     assert proc.returncode == 0, proc.stderr

@@ -74,11 +74,17 @@ class Repo:
     files: dict[str, HubFile]
     branches: dict[str, str]  # name -> sha
     tags: dict[str, str]
+    history: dict[str, dict[str, HubFile]] = field(default_factory=dict)  # older commits, still fetchable by sha
 
     def resolve(self, revision: str) -> str | None:
+        if revision in self.history:
+            return revision
         if revision in (self.sha, *self.branches, *self.tags):
             return self.branches.get(revision) or self.tags.get(revision) or self.sha
         return None
+
+    def files_at(self, sha: str) -> dict[str, HubFile]:
+        return self.history.get(sha, self.files)
 
 
 @dataclass
@@ -93,6 +99,7 @@ class Faults:
     bytes_per_second: int | None = None  # cap each file body (each connection), paced from its first byte
     ignore_range: bool = False  # answer Range requests with the whole file (200), like some CDNs
     unsafe_names: list[str] = field(default_factory=list)  # extra listed names (served as 404)
+    close_idle: bool = False  # close every connection after its response without saying so, as idle timeouts do
 
 
 def free_port() -> int:
@@ -127,6 +134,7 @@ class FakeHub:
         self.auth_headers_seen: list[str] = []
         self.ranges_seen: list[str] = []  # Range headers of file GETs
         self.max_parallel_bodies = 0  # most file bodies sent at once
+        self.connections_accepted = 0  # TCP connections the server took
         self._bodies = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -141,6 +149,18 @@ class FakeHub:
         sha = revision_sha or hashlib.sha1(content, usedforsecurity=False).hexdigest()  # a stable fake commit
         self.repos[repo_id] = Repo(repo_id, sha, entries, {self.default_branch: sha},
                                    {t: sha for t in (tags or {})})
+        return sha
+
+    def move_branch(self, repo_id: str, files: dict[str, bytes | Path]) -> str:
+        """A new commit with these files on the default branch; the old commit stays fetchable by its sha."""
+        repo = self.repos[repo_id]
+        entries = {p: HubFile.of(p, src, self.lfs_threshold) for p, src in files.items()}
+        content = repr(sorted((f.path, f.sha256) for f in entries.values())).encode()
+        sha = hashlib.sha1(content, usedforsecurity=False).hexdigest()
+        with self._lock:
+            repo.history[repo.sha] = repo.files
+            repo.sha, repo.files = sha, entries
+            repo.branches[self.default_branch] = sha
         return sha
 
     @property
@@ -158,6 +178,11 @@ class FakeHub:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with hub._lock:
+                    hub.connections_accepted += 1
 
             def do_GET(self) -> None:
                 hub._dispatch(self, "GET")
@@ -208,6 +233,8 @@ class FakeHub:
                     return
                 h.path = h.path[len(self.prefix):]
             self.handle(h, method)
+            if self.faults.close_idle:
+                h.close_connection = True
         except _Reset:
             # SO_LINGER 0 turns close() into a TCP RST: the client sees "connection reset" mid-body.
             h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -273,6 +300,17 @@ class FakeHub:
         if method == "HEAD":
             return
         self._send_body(h, f, start, length)
+
+    def wait_bodies_done(self, timeout: float = 10.0) -> None:
+        """Waits until no file body is being sent. A killed client's connections still send (and count) until
+        the server notices the peer is gone, so a test snapshots `bytes_served` only after this."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._bodies == 0:
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"{self._bodies} file bodies still being sent after {timeout}s")
 
     def _send_body(self, h: BaseHTTPRequestHandler, f: HubFile, start: int, length: int) -> None:
         h.wfile.flush()

@@ -28,20 +28,27 @@ class CdnHost(FakeHub):
 
     def signed_url(self, f: HubFile) -> str:
         self._blobs[f.sha256] = f
-        sig = hmac.new(self._key, f.sha256.encode(), hashlib.sha256).hexdigest()
-        return f"{self.url}/blobs/{f.sha256}?X-Amz-Signature={sig}"
+        return f"{self.url}/blobs/{f.sha256}?X-Amz-Signature={self._sign(f.sha256)}"
+
+    def redirect_headers(self, hub_url: str, repo_id: str, revision: str, f: HubFile) -> dict[str, str]:
+        """What the hub adds to its 302 for `f` (a Xet bridge adds its own)."""
+        return {"Location": self.signed_url(f)}
+
+    def _sign(self, key: str) -> str:
+        return hmac.new(self._key, key.encode(), hashlib.sha256).hexdigest()
+
+    def _blob_and_signature(self, path: str, query: dict[str, list[str]]) -> tuple[str, str]:
+        return path.removeprefix("/blobs/"), query.get("X-Amz-Signature", [""])[0]
 
     def handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         parts = urlsplit(h.path)
-        sha = parts.path.removeprefix("/blobs/")
-        sig = parse_qs(parts.query).get("X-Amz-Signature", [""])[0]
+        sha, sig = self._blob_and_signature(parts.path, parse_qs(parts.query))
         if h.headers.get("Authorization"):
             self.authorized(h)  # records it
             self.send_json(h, 400, {"error": "Only one auth mechanism allowed"}, method)
             return
         f = self._blobs.get(sha)
-        good = hmac.new(self._key, sha.encode(), hashlib.sha256).hexdigest()
-        if f is None or not hmac.compare_digest(sig, good):
+        if f is None or not hmac.compare_digest(sig, self._sign(sha)):
             self.send_json(h, 403, {"error": "SignatureDoesNotMatch"}, method)
             return
         self.send_file(h, f, method, {"ETag": f'"{f.sha256}"'})

@@ -5,10 +5,12 @@ Endpoints, as the Hub serves them:
   GET  /api/models/{repo}/tree/{rev}[/{dir}]  the tree API: [{type, path, size, oid, lfs{oid,size}}]
   HEAD /{repo}/resolve/{rev}/{path}           X-Repo-Commit, ETag, X-Linked-Etag / X-Linked-Size for LFS
   GET  /{repo}/resolve/{rev}/{path}           the body, with Range support
+  GET  /api/models/{repo}/xet-read-token/{rev}  Xet CAS URL and token, when `cdn` is a `tests.hubs.xet.XetBridge`
 Errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound) like the Hub's.
 
 `MirrorShape` narrows what the hub tells, like minimal mirrors and self-hosted hubs do; `cdn` sends LFS bodies
-off to a second host with a 302, like the Hub's CDN and Xet bridge (`tests.hubs.cdn.CdnHost`).
+off to a second host with a 302, like the Hub's CDN (`tests.hubs.cdn.CdnHost`) or its Xet bridge, with the
+Xet headers (`tests.hubs.xet.XetBridge`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from . import FakeHub, HubFile, Repo
+from .xet import XetBridge, xet_hash
 
 if TYPE_CHECKING:
     from .cdn import CdnHost
@@ -48,7 +51,9 @@ class HuggingFaceHub(FakeHub):
                            {"X-Error-Message": "Invalid credentials in Authorization header"} if bad else
                            {"X-Error-Code": "RepoNotFound"})
             return
-        if path.startswith("/api/models/") and "/tree/" in path:
+        if path.startswith("/api/models/") and "/xet-read-token/" in path:
+            self._xet_read_token(h, method)
+        elif path.startswith("/api/models/") and "/tree/" in path:
             self._tree(h, path[len("/api/models/"):], method)
         elif path.startswith("/api/models/"):
             self._model_info(h, path[len("/api/models/"):], method)
@@ -85,7 +90,7 @@ class HuggingFaceHub(FakeHub):
         if repo is None or sha is None:
             return
         siblings: list[dict[str, Any]] = []
-        for f in repo.files.values():
+        for f in repo.files_at(sha).values():
             sib: dict[str, Any] = {"rfilename": f.path}
             if self.mirror.listing_sizes:
                 sib.update(size=f.size, blobId=f.git_oid)
@@ -109,15 +114,25 @@ class HuggingFaceHub(FakeHub):
             return
         prefix = unquote(under).strip("/")
         entries: list[dict[str, Any]] = []
-        for f in repo.files.values():
+        for f in repo.files_at(sha).values():
             if prefix and not f.path.startswith(prefix + "/"):
                 continue
             entry: dict[str, Any] = {"type": "file", "oid": f.git_oid, "size": f.size, "path": f.path}
             if f.lfs:
                 entry["lfs"] = {"oid": self._listed_sha256(f), "size": f.size, "pointerSize": 134}
+                if isinstance(self.cdn, XetBridge):
+                    entry["xetHash"] = xet_hash(f)
             entries.append(entry)
         entries += [{"type": "file", "oid": "0" * 40, "size": 1, "path": n} for n in self.faults.unsafe_names]
         self.send_json(h, 200, entries, method)
+
+    def _xet_read_token(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        if not isinstance(self.cdn, XetBridge):
+            self.send_json(h, 404, {"error": "not a Xet-backed repo"}, method)
+            return
+        token = self.cdn.read_token_headers()
+        self.send_json(h, 200, {"casUrl": token["X-Xet-Cas-Url"], "accessToken": token["X-Xet-Access-Token"],
+                                "exp": int(token["X-Xet-Token-Expiration"])}, method, token)
 
     def _resolve(self, h: BaseHTTPRequestHandler, path: str, method: str) -> None:
         head, _, file_path = path.lstrip("/").partition("/resolve/")
@@ -127,7 +142,7 @@ class HuggingFaceHub(FakeHub):
         sha = self._revision(h, repo, revision, method)
         if repo is None or sha is None:
             return
-        f = repo.files.get(file_path)
+        f = repo.files_at(sha).get(file_path)
         if f is None:
             self.send_json(h, 404, {"error": "entry not found"}, method,
                            {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": sha})
@@ -141,7 +156,7 @@ class HuggingFaceHub(FakeHub):
             headers["X-Linked-Size"] = str(f.size)
         if f.lfs and self.cdn is not None:
             # The Hub answers LFS files with a 302 to a signed CDN URL that carries its own authorization.
-            headers["Location"] = self.cdn.signed_url(f)
+            headers.update(self.cdn.redirect_headers(self.url, head, revision, f))
             headers["Content-Length"] = "0"
             h.send_response(302)
             for k, v in headers.items():

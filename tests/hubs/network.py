@@ -51,9 +51,11 @@ def make_test_ca(directory: Path, host: str = HUB_HOST) -> PrivateCA:
 
 @dataclass
 class ConnectProxy:
-    """A loopback HTTP proxy that serves only CONNECT, to the hosts in `routes` (name -> address)."""
+    """A loopback HTTP proxy that serves only CONNECT, to the hosts in `routes` (name -> address). `host` is
+    the address it listens on (the real node's pods reach the host on the pod bridge's)."""
 
     routes: dict[str, str]
+    host: str = "127.0.0.1"
     tunnels: list[str] = field(default_factory=list)  # "host:port" of every CONNECT it opened
     refused: list[str] = field(default_factory=list)
     _server: socketserver.ThreadingTCPServer | None = None
@@ -61,7 +63,7 @@ class ConnectProxy:
     @property
     def url(self) -> str:
         assert self._server is not None, "proxy not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://{self.host}:{self._server.server_address[1]}"
 
     def start(self) -> ConnectProxy:
         proxy = self
@@ -86,7 +88,7 @@ class ConnectProxy:
                 self.wfile.flush()
                 _pipe(self.connection, upstream)
 
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server = socketserver.ThreadingTCPServer((self.host, 0), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         return self

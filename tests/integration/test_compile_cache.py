@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from modelcache_devcluster.cluster import FakeNode, LocalCluster
+from modelcache_devcluster.cluster import LocalCluster
+from modelcache_devcluster.kwok import FakeNode
 from modelcache_operator.builders import compile_cache, naming
 from tests.support.downloader_role import REVISION_A, publish_cache
 from tests.support.kube import OPERATOR_NAMESPACE, Cluster, nfs_store_manifest, wait_for

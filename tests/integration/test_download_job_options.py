@@ -38,8 +38,8 @@ def test_store_options_reach_the_live_job(k8s: Cluster, namespace: str, operator
     pod = job.spec.template
     container = pod.spec.containers[0]
     env = {e.name: e.value for e in container.env}
-    assert (env["HTTPS_PROXY"], env["NO_PROXY"], env["SSL_CERT_FILE"]) == (
-        "http://proxy.corp:3128", ".svc", "/etc/modelcache/ca/ca.crt")
+    assert (env["HTTPS_PROXY"], env["NO_PROXY"], env["SSL_CERT_FILE"], env["REQUESTS_CA_BUNDLE"]) == (
+        "http://proxy.corp:3128", ".svc", "/etc/modelcache/ca/ca.crt", "/etc/modelcache/ca/ca.crt")
     ca = next(v for v in pod.spec.volumes if v.name == "ca-bundle")
     assert (ca.config_map.name, ca.config_map.items[0].key) == ("corp-ca", "bundle.pem")
     assert [s.name for s in pod.spec.image_pull_secrets] == ["registry-cred"]

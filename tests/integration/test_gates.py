@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from modelcache_devcluster.cluster import FAILING_NODE, LocalCluster
+from modelcache_devcluster.cluster import LocalCluster
+from modelcache_devcluster.kwok import FAILING_NODE
 from modelcache_operator.api import v1alpha2 as api
 from tests.support.downloader_role import REVISION_A, download_job, downloader_reporter, publish
 from tests.support.kube import Cluster, nfs_store_manifest, wait_for

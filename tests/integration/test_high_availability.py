@@ -35,7 +35,8 @@ from tests.integration.test_resilience import (
     wait_all_ready,
 )
 from tests.support.admission_load import CacheChurn, InjectedPods
-from tests.support.kube import OPERATOR_NAMESPACE, Cluster, wait_for
+from tests.support.kube import Cluster, wait_for
+from tests.support.leases import lease_holder
 from tests.support.operator import OperatorProcess
 from tests.support.tcp_proxy import CuttableProxy, apiserver_address, kubeconfig_through
 
@@ -43,11 +44,6 @@ pytestmark = pytest.mark.integration
 
 LEASE = "modelcache-operator"  # the operator's default Lease name, in its namespace
 LEASE_SECONDS, RENEW_DEADLINE = 15.0, 10.0  # the operator's defaults (client-go's)
-
-
-def holder(local_cluster: LocalCluster) -> str:
-    return local_cluster.kubectl("get", "lease", LEASE, "-n", OPERATOR_NAMESPACE,
-                                 "-o", "jsonpath={.spec.holderIdentity}")
 
 
 def leader_among(replicas: list[OperatorProcess]) -> OperatorProcess | None:
@@ -112,7 +108,7 @@ def test_leader_sigkilled_while_100_caches_reconcile_follower_takes_over_nothing
         k8s: Cluster, local_cluster: LocalCluster, namespace: str, store: str, churn: tuple[str, str],
         operator: OperatorProcess, second_replica: OperatorProcess) -> None:
     leader, follower = second_replica, operator
-    assert holder(local_cluster) == leader.identity and not follower.leading()
+    assert lease_holder(k8s.client, LEASE) == leader.identity and not follower.leading()
     seen: Seen = {}
     with DownloaderPlayer(k8s, local_cluster, store):
         k8s.create_cache(namespace, cache_manifest("served", store, "r0"))
@@ -129,7 +125,7 @@ def test_leader_sigkilled_while_100_caches_reconcile_follower_takes_over_nothing
             wait_for(follower.leading, LEASE_SECONDS + 10, interval=0.1, describe="the follower leading",
                      diagnostics=follower.log_tail)
             takeover = time.monotonic() - killed_at
-            assert holder(local_cluster) == follower.identity
+            assert lease_holder(k8s.client, LEASE) == follower.identity
             merge(seen, children(k8s, namespace, store))
             pods.wait_finished(120)
         assert pods.failures == [] and pods.done == 100, pods.failures[:5]
@@ -160,7 +156,7 @@ def test_a_replica_cut_off_from_the_apiserver_fails_readiness_while_the_other_se
                  diagnostics=cut_off.log_tail)
         operator.start()
         assert cut_off.readiness() == (200, "ok")
-        assert holder(local_cluster) == "cut-off"
+        assert lease_holder(k8s.client, LEASE) == "cut-off"
 
         proxy.cut()
         cut_at = time.monotonic()
@@ -176,7 +172,7 @@ def test_a_replica_cut_off_from_the_apiserver_fails_readiness_while_the_other_se
         assert "no contact with the apiserver" in reason, reason
         # The bound counts from the last contact, which a healthy idle watch makes every WATCH_SECONDS.
         assert unready_after >= STALE_SECONDS - WATCH_SECONDS - 1, f"unready {unready_after:.1f}s after the cut"
-        assert holder(local_cluster) == operator.identity
+        assert lease_holder(k8s.client, LEASE) == operator.identity
 
         # Through the other replica: admission and reconciles go on.
         with DownloaderPlayer(k8s, local_cluster, store):

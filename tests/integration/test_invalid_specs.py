@@ -186,6 +186,10 @@ INVALID_STORES: list[tuple[str, dict[str, Any], str, str]] = [
     ("hostpath-relative", backend(hostPath={"path": "data"}), "spec.hostPath.path",
      pattern(api.ABSOLUTE_PATH_PATTERN)),
     ("hostpath-dotdot", backend(hostPath={"path": "/var/lib/../../etc"}), "spec.hostPath.path", DOTDOT),
+    *((f"download-env-{name.lower().replace('_', '-')}",
+       store_with("downloadJob", {"env": [{"name": name, "value": "/etc/ssl/mine.pem"}]}),
+       "spec.downloadJob.env[0].name", "are set by the operator (use caBundle for a CA)")
+      for name in ("MC_ROOT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")),
 ]
 
 
@@ -369,4 +373,5 @@ def test_validated_spec_matches_the_pydantic_model() -> None:
     assert accepted(api.ModelStoreSpec, INVALID_STORES) == {
         "default-not-bool", "two-backends", "no-backend", "capacity-not-quantity", "capacity-negative",
         "quota-not-quantity", "quota-zero", "nfs-dotdot-path", "ossfs2-rrsa-without-role", "ossfs2-secret-without-ref",
-        "ossfs2-dotdot-path", "efs-dotdot-path", "hostpath-dotdot"}
+        "ossfs2-dotdot-path", "efs-dotdot-path", "hostpath-dotdot", "download-env-mc-root",
+        "download-env-ssl-cert-file", "download-env-requests-ca-bundle"}

@@ -16,6 +16,7 @@ import pytest
 from modelcache_devcluster.cluster import LocalCluster, free_port
 from modelcache_operator.operator.lease import LeaseElector, LeaseTiming
 from tests.support.kube import OPERATOR_NAMESPACE, Cluster, wait_for
+from tests.support.leases import lease_holder
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +62,12 @@ class Sampler(threading.Thread):
                     (self.since if leading else self.until)[name] = now
             was = now_leading
 
+    def finish(self) -> None:
+        """Stops sampling; fails if two candidates ever led at once."""
+        self.stopped.set()
+        self.join()
+        assert self.overlaps == 0, "two replicas led at once"
+
 
 @pytest.fixture
 def pair(k8s: Cluster, local_cluster: LocalCluster) -> Iterator[tuple[dict[str, Candidate], str]]:
@@ -81,54 +88,46 @@ def leader_of(candidates: dict[str, Candidate]) -> str | None:
     return leaders[0] if len(leaders) == 1 else None
 
 
-def holder(local_cluster: LocalCluster, lease: str) -> str:
-    return local_cluster.kubectl("get", "lease", lease, "-n", OPERATOR_NAMESPACE,
-                                 "-o", "jsonpath={.spec.holderIdentity}")
-
-
-def test_one_leader_named_on_the_lease_and_a_release_hands_over_in_one_retry(
-        pair: tuple[dict[str, Candidate], str], local_cluster: LocalCluster) -> None:
-    candidates, lease = pair
+def start_election(candidates: dict[str, Candidate]) -> tuple[Sampler, str]:
+    """Starts sampling, then every candidate; returns the sampler and the first leader."""
     sampler = Sampler(candidates)
     sampler.start()
     for candidate in candidates.values():
         candidate.start()
-    first = wait_for(lambda: leader_of(candidates), 10, describe="one leader")
-    assert holder(local_cluster, lease) == first
+    return sampler, wait_for(lambda: leader_of(candidates), 10, describe="one leader")
+
+
+def test_one_leader_named_on_the_lease_and_a_release_hands_over_in_one_retry(
+        pair: tuple[dict[str, Candidate], str], k8s: Cluster) -> None:
+    candidates, lease = pair
+    sampler, first = start_election(candidates)
+    assert lease_holder(k8s.client, lease) == first
     time.sleep(TIMING.lease_duration * 1.5)  # renews keep it: the follower never takes a live Lease
-    assert leader_of(candidates) == first and holder(local_cluster, lease) == first
+    assert leader_of(candidates) == first and lease_holder(k8s.client, lease) == first
 
     candidates[first].halt()
     released_at = time.monotonic()
     assert candidates[first].elector.release()
     second = wait_for(lambda: leader_of(candidates), 5, interval=0.02, describe="the follower leading")
     took = time.monotonic() - released_at
-    sampler.stopped.set()
-    sampler.join()
+    sampler.finish()
     assert second != first
     assert took <= TIMING.retry_period + 1.0, f"hand-over took {took:.2f}s after the release"
-    assert holder(local_cluster, lease) == second
-    assert sampler.overlaps == 0, "two replicas led at once"
+    assert lease_holder(k8s.client, lease) == second
 
 
 def test_a_leader_cut_off_from_the_apiserver_gives_up_before_the_follower_takes_over(
-        pair: tuple[dict[str, Candidate], str], local_cluster: LocalCluster) -> None:
+        pair: tuple[dict[str, Candidate], str], k8s: Cluster) -> None:
     candidates, lease = pair
-    sampler = Sampler(candidates)
-    sampler.start()
-    for candidate in candidates.values():
-        candidate.start()
-    first = wait_for(lambda: leader_of(candidates), 10, describe="one leader")
+    sampler, first = start_election(candidates)
     # Every request of the leader now meets a closed port, as if the network dropped it.
     candidates[first].elector.kube.client.configuration.host = f"https://127.0.0.1:{free_port()}"
     cut_at = time.monotonic()
     second = wait_for(lambda: next((n for n, c in candidates.items() if n != first and c.elector.leading()), None),
                       TIMING.lease_duration + 5, interval=0.02, describe="the follower leading")
-    sampler.stopped.set()
-    sampler.join()
-    assert sampler.overlaps == 0, "two replicas led at once"
+    sampler.finish()
     gave_up, took_over = sampler.until[first] - cut_at, sampler.since[second] - cut_at
     assert gave_up <= TIMING.renew_deadline + 0.1, f"the cut-off leader led {gave_up:.2f}s on"
     assert took_over <= TIMING.lease_duration + TIMING.retry_period + 1.0, f"took over after {took_over:.2f}s"
     assert took_over > gave_up
-    assert holder(local_cluster, lease) == second
+    assert lease_holder(k8s.client, lease) == second

@@ -1,12 +1,14 @@
 """The metrics a dashboard reads, scraped from the running operator's and webhook's /metrics while real
-objects move: caches by phase, reconciles, download Job durations, and admissions by result."""
+objects move: caches by phase, reconciles and their errors, download Job durations, and admissions by result."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Iterator
 
+import kubernetes
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from kubernetes.client.exceptions import ApiException
 
 from modelcache_devcluster.cluster import LocalCluster
 from tests.integration.test_modelcache import (
@@ -14,42 +16,25 @@ from tests.integration.test_modelcache import (
     Stores,
     cache_manifest,
     download_and_job,
+    ready_cache,
     reporter_for,
     stores,  # noqa: F401  (fixture)
 )
 from tests.integration.test_webhook import dry_run, serving_pod, settled
 from tests.support.downloader_role import publish
 from tests.support.kube import Cluster, wait_for
+from tests.support.metrics import moved, samples, value
 from tests.support.operator import OperatorProcess
 
 pytestmark = pytest.mark.integration
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def samples(text: str) -> Samples:
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def value(scraped: Samples, name: str, **labels: str) -> float:
-    return scraped.get((name, frozenset(labels.items())), 0.0)
-
-
-def moved(scrape: Callable[[], str], before: Samples, name: str, by: float, **labels: str) -> None:
-    """Waits until the series grew by at least `by` (other tests' objects may move it too)."""
-    wait_for(lambda: value(samples(scrape()), name, **labels) - value(before, name, **labels) >= by, 30,
-             describe=f"{name}{labels} to grow by {by}", diagnostics=scrape)
+POLICY = "refuse-claims-in-metrics-test"
+REFUSAL = "claims are refused in this namespace"
 
 
 def test_operator_series_move(k8s: Cluster, namespace: str, operator: OperatorProcess,
                               local_cluster: LocalCluster, stores: Stores) -> None:  # noqa: F811
     before = samples(operator.metrics())
-    store = stores.nfs(namespace)
-    k8s.create_cache(namespace, cache_manifest("measured", store))
-    download, job = download_and_job(k8s, namespace, "measured", operator)
-    publish(reporter_for(k8s, local_cluster, download), job.metadata.name)
-    k8s.wait_phase(namespace, "measured", "Ready", diagnostics=operator.log_tail)
+    ready_cache(k8s, local_cluster, operator, namespace, cache_manifest("measured", stores.nfs(namespace)))
     k8s.create_cache(namespace, cache_manifest("failing", stores.nfs(namespace), download=ON_FAILING_NODE))
     download_and_job(k8s, namespace, "failing", operator)
     k8s.wait_phase(namespace, "failing", "Failed", diagnostics=operator.log_tail)
@@ -68,14 +53,69 @@ def test_operator_series_move(k8s: Cluster, namespace: str, operator: OperatorPr
              describe="modelcache_caches{phase=Failed} to drop by one", diagnostics=operator.metrics)
 
 
+@pytest.fixture
+def claims_refused(k8s: Cluster, namespace: str) -> Iterator[Callable[[], None]]:
+    """A ValidatingAdmissionPolicy (the apiserver's own, as a cluster's policy engine would have) refusing with
+    403 every PersistentVolumeClaim created in `namespace`, in force once yielded; calling the yield lifts it."""
+    admission = kubernetes.client.AdmissionregistrationV1Api(k8s.client)
+    admission.create_validating_admission_policy({
+        "metadata": {"name": POLICY},
+        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
+            "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+            "resources": ["persistentvolumeclaims"]}]},
+            "validations": [{"expression": "false", "reason": "Forbidden", "message": REFUSAL}]}})
+    admission.create_validating_admission_policy_binding({
+        "metadata": {"name": POLICY},
+        "spec": {"policyName": POLICY, "validationActions": ["Deny"], "matchResources": {"namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": namespace}}}}})
+    probe = {"metadata": {"name": "probe"}, "spec": {"accessModes": ["ReadOnlyMany"],
+                                                      "resources": {"requests": {"storage": "1Gi"}}}}
+
+    def refusal() -> str | None:
+        try:
+            k8s.core.create_namespaced_persistent_volume_claim(namespace, probe, dry_run="All")
+        except ApiException as error:
+            return str(error.body) if error.status == 403 and REFUSAL in str(error.body) else None
+        return None
+
+    wait_for(refusal, 30, describe="the policy in force")
+
+    def lift() -> None:
+        for delete in (admission.delete_validating_admission_policy_binding,
+                       admission.delete_validating_admission_policy):
+            try:
+                delete(POLICY)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        wait_for(lambda: refusal() is None, 30, describe="the policy lifted")
+
+    try:
+        yield lift
+    finally:
+        lift()
+
+
+def test_a_refused_write_moves_the_error_series(k8s: Cluster, namespace: str, operator: OperatorProcess,
+                                                 local_cluster: LocalCluster, stores: Stores,  # noqa: F811
+                                                 claims_refused: Callable[[], None]) -> None:
+    before = samples(operator.metrics())
+    cache = cache_manifest("refused", stores.nfs(namespace))
+    k8s.create_cache(namespace, copy.deepcopy(cache))
+    moved(operator.metrics, before, "modelcache_reconcile_errors_total", 1, error="http403")
+    moved(operator.metrics, before, "modelcache_reconcile_total", 1, result="error")
+    assert k8s.core.list_namespaced_persistent_volume_claim(namespace).items == []
+
+    claims_refused()  # the policy lifted: the next reconcile goes through, by level
+    download, job = download_and_job(k8s, namespace, "refused", operator)
+    publish(reporter_for(k8s, local_cluster, download), job.metadata.name)
+    k8s.wait_phase(namespace, "refused", "Ready", diagnostics=operator.log_tail)
+
+
 def test_webhook_admissions_by_result(k8s: Cluster, namespace: str, operator: OperatorProcess,
                                       local_cluster: LocalCluster, stores: Stores) -> None:  # noqa: F811
     before = samples(operator.webhook_metrics())
-    store = stores.nfs(namespace)
-    k8s.create_cache(namespace, cache_manifest("admitted", store))
-    download, job = download_and_job(k8s, namespace, "admitted", operator)
-    publish(reporter_for(k8s, local_cluster, download), job.metadata.name)
-    k8s.wait_phase(namespace, "admitted", "Ready", diagnostics=operator.log_tail)
+    ready_cache(k8s, local_cluster, operator, namespace, cache_manifest("admitted", stores.nfs(namespace)))
     settled(k8s, namespace, serving_pod("allowed", "admitted"))  # admitted once the webhook's view has it
     _, denied = dry_run(k8s, namespace, serving_pod("denied", "kube-system/someone-elses"))
     assert denied is not None and "another namespace" in denied

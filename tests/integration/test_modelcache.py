@@ -18,7 +18,8 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from modelcache_devcluster.cluster import FAILING_NODE, FAILING_NODE_TAINT, LocalCluster
+from modelcache_devcluster.cluster import LocalCluster
+from modelcache_devcluster.kwok import FAILING_NODE, FAILING_NODE_TAINT
 from modelcache_operator.api import v1alpha2 as api
 from modelcache_operator.api.names import LABEL_STORE
 from modelcache_operator.builders import layout, naming

@@ -12,21 +12,19 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from modelcache_devcluster.images import OPERATOR_IMAGE
 from modelcache_devcluster.node import REAL_NODE
 from modelcache_operator.downloader.manifest import verify_manifest
-from modelcache_operator.prewarm.hook import install_command, poststart_command
 from tests.hubs import package_model_files
+from tests.prewarm_support import size_of
 from tests.slowfs import s3fs_mount, slow_http
 from tests.support.demo_flow import CACHE
-from tests.support.kube import Cluster, wait_for
+from tests.support.kube import wait_for
+from tests.support.prewarm_pod import delete_pod, prewarm_pod, ready_pod
 from tests.support.real_node_flow import (
-    NODE_SELECTOR,
-    TOLERATIONS,
     RealDemoResult,
     RealNodeCluster,
     demo_services,
@@ -38,12 +36,6 @@ SUMMARY = re.compile(r"^modelcache-prewarm: files=(?P<files>\d+) bytes=\S+ warme
                      r"skipped=(?P<skipped>\d+) "
                      r"errors=(?P<errors>\d+) timeout=(?P<timeout>true|false)$")
 MiB = 1 << 20
-UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-
-
-def size_of(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(B|KiB|MiB|GiB)", text).groups()
-    return float(number) * UNITS[unit]
 
 
 @pytest.fixture(scope="module")
@@ -107,32 +99,6 @@ def _open_by_prewarm(name: str) -> bool:
     return False
 
 
-def _hostile_pod(mount: Path, timeout_seconds: int) -> dict[str, Any]:
-    """A pod with exactly the injected init container and postStart hook (modelcache_operator.prewarm.hook), on
-    a hostPath that is an s3fs mount; the server sleeps, so only the hook decides when the container starts.
-    It runs as the image's user (65532). Linux's mincore reports every page of a file as resident to a process
-    that neither owns the file nor may write it, so the prewarm would skip everything if 65532 did not own them."""
-    return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hostile-prewarm"},
-        "spec": {
-            "nodeSelector": NODE_SELECTOR, "tolerations": TOLERATIONS, "terminationGracePeriodSeconds": 1,
-            "initContainers": [{"name": "modelcache-install", "image": OPERATOR_IMAGE,
-                                "command": install_command("/opt/modelcache"),
-                                "volumeMounts": [{"name": "tools", "mountPath": "/opt/modelcache"}]}],
-            "containers": [{
-                "name": "server", "image": OPERATOR_IMAGE, "command": ["sleep", "infinity"],
-                "lifecycle": {"postStart": {"exec": {"command": poststart_command(
-                    "/opt/modelcache", ["/models"], 1, timeout_seconds, "/var/log/modelcache/server.log")}}},
-                "volumeMounts": [{"name": "tools", "mountPath": "/opt/modelcache", "readOnly": True},
-                                 {"name": "log", "mountPath": "/var/log/modelcache"},
-                                 {"name": "models", "mountPath": "/models", "readOnly": True}],
-            }],
-            "volumes": [{"name": "tools", "emptyDir": {}}, {"name": "log", "emptyDir": {}},
-                        {"name": "models", "hostPath": {"path": str(mount), "type": "Directory"}}],
-        },
-    }
-
-
 def test_vanishing_file_and_hung_read_do_not_keep_the_container_from_starting(
         real_cluster: RealNodeCluster, tmp_path: Path) -> None:
     """On an s3fs hostPath, with one worker: a slow file is warmed; the next one is deleted from the object store
@@ -149,21 +115,21 @@ def test_vanishing_file_and_hung_read_do_not_keep_the_container_from_starting(
     with (slow_http(store, stream_bps=2 * MiB, hang={"c-hangs.safetensors"}) as url,
           s3fs_mount(url, tmp_path / "mnt", "allow_other", "umask=0222", "uid=65532", "gid=65532") as mnt):
         started = time.monotonic()
-        k8s.core.create_namespaced_pod(namespace, _hostile_pod(mnt, timeout_seconds))
+        # One worker, as the container's user (65532): Linux's mincore reports every page of a file as
+        # resident to a process that neither owns the file nor may write it.
+        k8s.core.create_namespaced_pod(namespace, prewarm_pod(
+            "hostile-prewarm", mnt, concurrency=1, timeout_seconds=timeout_seconds))
         try:
             wait_for(lambda: _open_by_prewarm("a-slow.safetensors") or None, 120, interval=0.05,
                      describe="the prewarm reading a-slow.safetensors in the container")
             vanishing.unlink()  # gone from the object store while the prewarm is mid-run
-            pod = wait_for(lambda: _ready_pod(k8s, namespace, "hostile-prewarm"), 120, interval=0.5,
+            pod = wait_for(lambda: ready_pod(k8s, namespace, "hostile-prewarm"), 120, interval=0.5,
                            describe="the container started and Ready despite the hook's troubles")
             waited = time.monotonic() - started
             log_dir = real_cluster.cluster.node_layout.empty_dir(pod.metadata.uid, "log")
             lines = (log_dir / "server.log").read_text().splitlines()
         finally:
-            k8s.core.delete_namespaced_pod("hostile-prewarm", namespace, grace_period_seconds=0)
-            wait_for(lambda: not k8s.core.list_namespaced_pod(
-                namespace, field_selector="metadata.name=hostile-prewarm").items or None, 60,
-                describe="the hostile pod gone (before its hostPath is unmounted)")
+            delete_pod(k8s, namespace, "hostile-prewarm")  # before its hostPath is unmounted
     line = next(line for line in reversed(lines) if line.startswith("modelcache-prewarm"))
     m = SUMMARY.match(line)
     assert m, lines
@@ -173,9 +139,3 @@ def test_vanishing_file_and_hung_read_do_not_keep_the_container_from_starting(
     # Bounded by the hook's own timeout (plus sandbox, init container and probe), not by the hung read.
     assert waited < timeout_seconds + 30, waited
 
-
-def _ready_pod(k8s: Cluster, namespace: str, name: str) -> Any:
-    pod = k8s.core.read_namespaced_pod(name, namespace)
-    running = pod.status.container_statuses and pod.status.container_statuses[0].state.running
-    ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-    return pod if running and ready else None

@@ -5,6 +5,7 @@ containers under the real kubelet; the hub counts the bytes it serves."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -81,8 +82,10 @@ class Env:
         return "\n".join([*lines, self.operator.log_tail(30)])
 
 
-@pytest.fixture(scope="module")
-def env(real_cluster: RealNodeCluster) -> Iterator[Env]:
+@contextlib.contextmanager
+def running_env(real_cluster: RealNodeCluster, prefix: str,
+                extra_env: dict[str, str] | None = None) -> Iterator[Env]:
+    """The CRDs, a loopback hub serving MINILM on the node's gateway and a host operator allowed hostPath."""
     cluster = real_cluster.cluster
     cluster.install_crds(CRD_DIR)
     k8s = real_cluster.k8s
@@ -90,18 +93,23 @@ def env(real_cluster: RealNodeCluster) -> Iterator[Env]:
     hub = HuggingFaceHub(host=GATEWAY)
     hub.add_repo(MINILM, dict(package_model_files()))
     hub.start()
-    workdir = real_cluster.workdir / f"stores-{uuid.uuid4().hex[:6]}"
+    workdir = real_cluster.workdir / f"{prefix}-{uuid.uuid4().hex[:6]}"
     operator = OperatorProcess(cluster.state.kubeconfig, workdir / "operator", resync_seconds=2,
-                               allow_host_path=True)
+                               allow_host_path=True, extra_env=extra_env)
     operator.start()
     volume = workdir / "volume"
     volume.mkdir(parents=True)
-    environment = Env(k8s, hub, operator, volume)
     try:
-        yield environment
+        yield Env(k8s, hub, operator, volume)
     finally:
         operator.stop()
         hub.stop()
+
+
+@pytest.fixture(scope="module")
+def env(real_cluster: RealNodeCluster) -> Iterator[Env]:
+    with running_env(real_cluster, "stores") as environment:
+        yield environment
 
 
 def holder_pod(env: Env, namespace: str, name: str, cache: str, script: str = "import time; time.sleep(3600)",

@@ -58,12 +58,12 @@ def newer_crds(local_cluster: LocalCluster, k8s: Cluster, tmp_path: Path) -> Ite
         local_cluster.install_crds(CRD_DIR)
 
 
-def test_the_operator_and_webhook_work_under_a_newer_crd(newer_crds: None, k8s: Cluster, namespace: str,
-                                                         operator: OperatorProcess,
-                                                         stores: Stores) -> None:  # noqa: F811
-    log_start = len(operator.log_text())
+def skewed_ready_cache(k8s: Cluster, namespace: str, name: str, operator: OperatorProcess,
+                       stores: Stores) -> tuple[str, dict[str, Any]]:  # noqa: F811
+    """A store and a cache written with the newer CRD's fields, and the download's report carrying one, played
+    to Ready; returns (store, download)."""
     store = stores.nfs(namespace, futureKnob="on")
-    manifest = cache_manifest("skew", store, futureKnob="on")
+    manifest = cache_manifest(name, store, futureKnob="on")
     manifest["spec"]["source"]["huggingface"]["futureKnob"] = "nearest"
 
     def admitted() -> Any:
@@ -73,9 +73,9 @@ def test_the_operator_and_webhook_work_under_a_newer_crd(newer_crds: None, k8s: 
                                                           copy.deepcopy(manifest), field_validation="Strict")
     wait_for(_succeeds(admitted), 30, describe="the cache admitted under the newer CRD",
              diagnostics=operator.log_tail)
-    cache = k8s.get_cache(namespace, "skew")
+    cache = k8s.get_cache(namespace, name)
     assert cache is not None and cache["spec"]["futureKnob"] == "on"
-    _, download = k8s.wait_download(namespace, "skew", diagnostics=operator.log_tail)
+    _, download = k8s.wait_download(namespace, name, diagnostics=operator.log_tail)
     job = download_job(k8s, download, diagnostics=operator.log_tail)
 
     # The downloader of a newer image reports a field this operator does not know.
@@ -87,18 +87,61 @@ def test_the_operator_and_webhook_work_under_a_newer_crd(newer_crds: None, k8s: 
         {"status": {"download": report, "futureKnob": "set by a newer operator"}})
     stored = k8s.get_download(OPERATOR_NAMESPACE, download["metadata"]["name"])
     assert stored is not None and stored["status"]["download"]["chunkSize"] == 8 << 20  # the schema kept it
-    ready = k8s.wait_phase(namespace, "skew", "Ready", diagnostics=operator.log_tail)
+    ready = k8s.wait_phase(namespace, name, "Ready", diagnostics=operator.log_tail)
     assert ready["status"]["resolvedRevision"] == REVISION_A
     assert k8s.get_store(store)["status"]["phase"] == "Ready"
+    return store, download
 
+
+def failed_reconciles(log: str, *names: str) -> list[str]:
+    """The session's operator also serves other tests: only failed reconciles of these objects count."""
+    return [line for line in log.splitlines() if "Reconcile of" in line and any(name in line for name in names)]
+
+
+def test_the_operator_and_webhook_work_under_a_newer_crd(newer_crds: None, k8s: Cluster, namespace: str,
+                                                         operator: OperatorProcess,
+                                                         stores: Stores) -> None:  # noqa: F811
+    log_start = len(operator.log_text())
+    store, download = skewed_ready_cache(k8s, namespace, "skew", operator, stores)
     pod = serving_pod("skewed", "skew")
     settled(k8s, namespace, pod, admitted=pinned_to(REVISION_A, "skew"))
     created, refusal = dry_run(k8s, namespace, pod)
     assert refusal is None and created.metadata.annotations["modelcache.dev/injected"]
     log = operator.log_text()[log_start:]
-    # The session's operator also serves other tests: only failed reconciles of this test's objects count.
-    ours = (namespace, store, download["metadata"]["name"])
-    failed = [line for line in log.splitlines() if "Reconcile of" in line and any(name in line for name in ours)]
+    failed = failed_reconciles(log, namespace, store, download["metadata"]["name"])
+    assert "Extra inputs are not permitted" not in log and not failed, log
+
+
+def test_an_image_rollback_restarts_the_operator_on_objects_it_does_not_know(
+        newer_crds: None, k8s: Cluster, namespace: str, operator: OperatorProcess,
+        stores: Stores) -> None:  # noqa: F811
+    """GitOps rolling an image back: the newer CRD stays, objects already carry its fields (specs, status and
+    the report), and the older operator starts on them: its first list, its webhook's views, then changes."""
+    store, download = skewed_ready_cache(k8s, namespace, "rolled", operator, stores)
+    generation = k8s.get_cache(namespace, "rolled")["metadata"]["generation"]
+    operator.stop()
+    log_start = len(operator.log_text())
+    operator.start()  # the same code: it knows none of the newer fields, as the older image would not
+
+    # Its webhook's views are built from its first list: a pod is admitted, pinned to the revision.
+    pod = serving_pod("after-rollback", "rolled")
+    settled(k8s, namespace, pod, admitted=pinned_to(REVISION_A, "rolled"))
+    created, refusal = dry_run(k8s, namespace, pod)
+    assert refusal is None and created.metadata.annotations["modelcache.dev/injected"]
+    # A change after the rollback, still with the newer field: reconciled by level to the new generation.
+    k8s.custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, "rolled",
+                                              {"spec": {"futureKnob": "off"}})
+    def observed() -> dict[str, Any] | None:
+        cache = k8s.get_cache(namespace, "rolled") or {}
+        status = cache.get("status") or {}
+        return cache if status.get("observedGeneration") == generation + 1 and status.get("phase") == "Ready" \
+            else None
+    cache = wait_for(observed, 30, describe="the change after the rollback observed, still Ready",
+                     diagnostics=operator.log_tail)
+    assert cache["spec"]["futureKnob"] == "off" and cache["status"]["resolvedRevision"] == REVISION_A
+    assert k8s.get_store(store)["status"]["phase"] == "Ready"
+    log = operator.log_text()[log_start:]
+    failed = failed_reconciles(log, namespace, store, download["metadata"]["name"])
     assert "Extra inputs are not permitted" not in log and not failed, log
 
 

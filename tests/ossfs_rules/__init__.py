@@ -10,12 +10,12 @@ A mount that cannot start fails the test with the file system's own output; it i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from tests.fuse_daemon import unmount, wait_mounted
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,26 +40,13 @@ class OssfsRulesMount:
         out = self.mountpoint.parent / f"{self.mountpoint.name}.ossfs-output.log"
         with out.open("wb") as f:
             self._proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while not os.path.ismount(self.mountpoint):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise OssfsMountError(f"ossfs-rules did not mount {self.mountpoint} "
-                                      f"(exit {self._proc.returncode}): {out.read_text()[-2000:]}")
-            time.sleep(0.05)
+        if (why := wait_mounted(self._proc, self.mountpoint, out, "ossfs-rules")) is not None:
+            self.stop()
+            raise OssfsMountError(why)
         return self
 
     def stop(self) -> None:
-        if os.path.ismount(self.mountpoint):
-            subprocess.run(["umount", str(self.mountpoint)], check=False, capture_output=True)
-            if os.path.ismount(self.mountpoint):
-                subprocess.run(["umount", "-l", str(self.mountpoint)], check=True)
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        unmount(self.mountpoint, self._proc)
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         if not self.log.exists():

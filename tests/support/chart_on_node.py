@@ -27,6 +27,7 @@ from modelcache_devcluster.node import REAL_NODE_LABEL, REAL_NODE_TAINT
 from modelcache_operator.api import v1alpha2 as api
 from tests.support.kube import OPERATOR_NAMESPACE, Cluster, wait_for
 from tests.support.operator import delete_webhook_configurations
+from tests.support.serving_pods import pod_ready
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "modelcache-operator"
 CRD_NAMES = tuple(f"{plural}.{api.GROUP}" for plural in (api.STORE_PLURAL, api.PLURAL, api.DOWNLOAD_PLURAL))
@@ -134,7 +135,7 @@ class ChartRelease:
         return list(self.k8s.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items)
 
     def ready_pods(self) -> list[Any]:
-        return [p for p in self.pods() if p.metadata.deletion_timestamp is None and _ready(p)]
+        return [p for p in self.pods() if p.metadata.deletion_timestamp is None and pod_ready(p)]
 
     def rolled_out(self) -> bool:
         try:
@@ -168,10 +169,6 @@ class ChartRelease:
         events = [f"{e.involved_object.kind}/{e.involved_object.name} {e.reason}: {e.message}"
                   for e in self.k8s.events(self.namespace)][-20:]
         return "\n".join(["operator pods:", *pods, "events:", *events, self.logs()])
-
-
-def _ready(pod: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
 @contextmanager

@@ -28,22 +28,29 @@ from kubernetes.client.exceptions import ApiException
 from modelcache_devcluster.cluster import LocalCluster
 from modelcache_devcluster.images import OPERATOR_IMAGE
 from modelcache_devcluster.node import GATEWAY, REAL_NODE
-from modelcache_operator.api.names import ANN_CACHES, LABEL_INJECT
-from modelcache_operator.webhook.patch import LOG_VOLUME
+from modelcache_operator.api.names import LABEL_INJECT
 from tests.hubs import package_model_files
 from tests.hubs.huggingface import HuggingFaceHub
-from tests.residency import evict, files_under, resident_fraction
+from tests.residency import resident_fraction
 from tests.support.chart_on_node import ChartRelease
 from tests.support.demo_flow import REPO
 from tests.support.kube import Cluster, wait_for
 from tests.support.real_node import SERVING_IMAGE
-from tests.support.real_node_flow import NODE_SELECTOR, TOLERATIONS, wait_job_pod
+from tests.support.real_node_flow import wait_job_pod
+from tests.support.serving_pods import (
+    APP,
+    NODE_SELECTOR,
+    TOLERATIONS,
+    evict_model_files,
+    pod_log,
+    prewarm_summary,
+    start_serving,
+)
 
 MiB = 1 << 20
 # Per connection: the downloader fetches a big file over 8 ranged connections, so about 16 MiB/s in all,
 # slow enough for the progress to be watched.
 HUB_RATE = 2 * MiB
-APP = "embedder"
 Say = Callable[[str], None]
 
 
@@ -142,14 +149,14 @@ def run_node_demo(release: ChartRelease, hub: HuggingFaceHub, workdir: Path, ste
     for line in download_log.splitlines():
         say(f"  downloader: {line}")
     revision_dir = volume / "hf" / REPO / cache["status"]["revisionPath"]
-    files = [p for p in files_under(revision_dir) if ".modelcache" not in p.parts]
-    evict(files)
-    cold = resident_fraction(files)
+    files, cold = evict_model_files(revision_dir)
     say(f"page cache of the {len(files)} model files emptied on the host ({cold:.0%} resident)")
     with steps.step(f"StatefulSet of {replicas}: injected, prewarmed, Ready"):
-        pods = start_serving(k8s, names, replicas, release, say)
+        say(f"team: StatefulSet {APP} ({replicas} replicas, {SERVING_IMAGE}) labelled {LABEL_INJECT}=true")
+        pods = start_serving(k8s, names.namespace, names.cache, replicas, release.diagnostics)
     resident = resident_fraction(files)
-    serving = [_serving_pod(k8s, cluster, names, pod) for pod in pods]
+    serving = [ServingPod(pod, pod_log(k8s, pod.metadata.name, names.namespace), prewarm_summary(cluster, pod))
+               for pod in pods]
     get_mc = cluster.kubectl("get", "mc", "-n", names.namespace)
     say("kubectl get mc -n " + names.namespace + "\n" + get_mc.rstrip())
     for entry in serving:
@@ -226,58 +233,6 @@ def _job_pod_and_log(k8s: Cluster, release: ChartRelease) -> tuple[Any, str]:
     job = max(jobs, key=lambda j: j.metadata.creation_timestamp)
     pod = wait_job_pod(k8s, job, release.diagnostics)
     return pod, pod_log(k8s, pod.metadata.name, pod.metadata.namespace)
-
-
-def pod_log(k8s: Cluster, name: str, namespace: str) -> str:
-    try:
-        return str(k8s.core.read_namespaced_pod_log(name, namespace))
-    except ApiException as error:
-        return f"(no log: {error.status} {error.reason})"
-
-
-def _ready(pod: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-
-
-def start_serving(k8s: Cluster, names: DemoNames, replicas: int, release: ChartRelease, say: Say,
-                  timeout: float = 240) -> list[Any]:
-    say(f"team: StatefulSet {APP} ({replicas} replicas, {SERVING_IMAGE}) labelled {LABEL_INJECT}=true")
-    k8s.apps.create_namespaced_stateful_set(names.namespace, {
-        "metadata": {"name": APP},
-        "spec": {"serviceName": APP, "replicas": replicas, "podManagementPolicy": "Parallel",
-                 "selector": {"matchLabels": {"app": APP}},
-                 "template": {
-                     "metadata": {"labels": {"app": APP, LABEL_INJECT: "true"},
-                                  "annotations": {ANN_CACHES: names.cache}},
-                     "spec": {"nodeSelector": NODE_SELECTOR, "tolerations": TOLERATIONS,
-                              "terminationGracePeriodSeconds": 2,
-                              "containers": [{
-                                  "name": "server", "image": SERVING_IMAGE, "args": ["$(MODEL_DIR)"],
-                                  "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]},
-                                                     "periodSeconds": 1},
-                                  "resources": {"limits": {"memory": "4Gi"}}}]}}}})
-
-    def all_ready() -> list[Any] | None:
-        pods = k8s.core.list_namespaced_pod(names.namespace, label_selector=f"app={APP}").items
-        ready = [p for p in pods if _ready(p)]
-        return sorted(ready, key=lambda p: p.metadata.name) if len(ready) == replicas else None
-
-    def diagnostics() -> str:
-        pods = k8s.core.list_namespaced_pod(names.namespace, label_selector=f"app={APP}").items
-        events = [f"{e.involved_object.name} {e.reason}: {e.message}" for e in k8s.events(names.namespace)][-15:]
-        return "\n".join([*(f"{p.metadata.name}: {p.status}" for p in pods), *events, release.diagnostics()])
-
-    return wait_for(all_ready, timeout, interval=0.5, describe=f"{replicas} serving pods Ready on {REAL_NODE}",
-                    diagnostics=diagnostics)
-
-
-def _serving_pod(k8s: Cluster, cluster: LocalCluster, names: DemoNames, pod: Any) -> ServingPod:
-    """The pod's server log, and its postStart summary from the log emptyDir under the kubelet's pod dir."""
-    log_dir = cluster.node_layout.empty_dir(pod.metadata.uid, LOG_VOLUME)
-    lines = [line for log in sorted(log_dir.glob("*")) for line in log.read_text().splitlines()]
-    prewarm = next((line for line in reversed(lines) if line.startswith("modelcache-prewarm")),
-                   f"(no prewarm summary in {log_dir})")
-    return ServingPod(pod=pod, server_log=pod_log(k8s, pod.metadata.name, names.namespace), prewarm_line=prewarm)
 
 
 def remove_demo(k8s: Cluster, names: DemoNames, release: ChartRelease) -> None:

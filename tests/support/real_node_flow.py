@@ -20,18 +20,26 @@ from typing import Any
 import kubernetes
 
 from modelcache_devcluster.cluster import LocalCluster
-from modelcache_devcluster.node import GATEWAY, REAL_NODE, REAL_NODE_LABEL, REAL_NODE_TAINT
-from modelcache_operator.webhook.patch import LOG_VOLUME
+from modelcache_devcluster.node import GATEWAY, REAL_NODE
 from tests.hubs import package_model_files
 from tests.hubs.huggingface import HuggingFaceHub
-from tests.residency import evict, files_under, resident_fraction
+from tests.residency import resident_fraction
 from tests.support.demo_flow import CACHE, CRD_DIR, NAMESPACE, REPO, create_store_and_namespace
 from tests.support.kube import Cluster, wait_for
 from tests.support.operator import OperatorProcess
 from tests.support.real_node import SERVING_IMAGE
+from tests.support.serving_pods import (
+    NODE_SELECTOR,
+    TOLERATIONS,
+    evict_model_files,
+    pod_log,
+    prewarm_summary,
+    start_serving,
+)
 
-NODE_SELECTOR = {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}
-TOLERATIONS = [{"key": REAL_NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
+# NODE_SELECTOR and TOLERATIONS too: the real-node tests import them from here.
+__all__ = ["NODE_SELECTOR", "TOLERATIONS", "RealDemoResult", "RealNodeCluster", "client_for", "demo_services",
+           "run_real_demo", "wait_job_pod"]
 
 
 @dataclass(frozen=True)
@@ -80,17 +88,6 @@ def demo_services(cluster: LocalCluster, workdir: Path, say: Callable[[str], Non
         hub.stop()
 
 
-def _pod_log(k8s: Cluster, name: str, namespace: str = NAMESPACE) -> str:
-    try:
-        return str(k8s.core.read_namespaced_pod_log(name, namespace))
-    except kubernetes.client.ApiException as error:
-        return f"(no log: {error.status} {error.reason})"
-
-
-def _ready(pod: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-
-
 def wait_job_pod(k8s: Cluster, job: Any, operator_log: Callable[[], str], timeout: float = 300) -> Any:
     """The download Job's pod, once it has finished; operator_log tells what the operator saw meanwhile."""
     namespace, selector = job.metadata.namespace, f"job-name={job.metadata.name}"
@@ -102,10 +99,16 @@ def wait_job_pod(k8s: Cluster, job: Any, operator_log: Callable[[], str], timeou
     def diagnostics() -> str:
         pods = k8s.core.list_namespaced_pod(namespace, label_selector=selector).items
         return "\n".join(f"{p.metadata.name} {p.spec.node_name} {p.status.phase}: "
-                         f"{_pod_log(k8s, p.metadata.name, namespace)}" for p in pods) + "\n" + operator_log()
+                         f"{pod_log(k8s, p.metadata.name, namespace)}" for p in pods) + "\n" + operator_log()
 
     return wait_for(job_pod_done, timeout, interval=1, describe="the download Job's pod to finish",
                     diagnostics=diagnostics)
+
+
+def _download_job(k8s: Cluster) -> Any:
+    """The Job of the demo cache's own ModelDownload (a module before may have left other download Jobs)."""
+    ref = ((k8s.get_cache(NAMESPACE, CACHE) or {}).get("status") or {}).get("downloadRef")
+    return next(iter(k8s.download_jobs(ref["name"])), None) if ref else None
 
 
 def run_real_demo(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, operator: OperatorProcess,
@@ -123,10 +126,10 @@ def run_real_demo(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, oper
     }
     say(f"kubectl apply ModelCache {CACHE} (default store, download Job on {REAL_NODE})")
     k8s.create_cache(NAMESPACE, manifest)
-    job = wait_for(lambda: next(iter(k8s.download_jobs()), None), 60, describe="the download Job",
+    job = wait_for(lambda: _download_job(k8s), 60, describe="the cache's download Job",
                    diagnostics=operator.log_tail)
     job_pod = wait_job_pod(k8s, job, operator.log_tail)
-    download_log = _pod_log(k8s, job_pod.metadata.name, job.metadata.namespace)
+    download_log = pod_log(k8s, job_pod.metadata.name, job.metadata.namespace)
     for line in download_log.splitlines():
         say(f"  downloader[{job_pod.spec.node_name}]: {line}")
     if job_pod.status.phase != "Succeeded":
@@ -134,44 +137,16 @@ def run_real_demo(cluster: LocalCluster, k8s: Cluster, hub: HuggingFaceHub, oper
     cache = k8s.wait_phase(NAMESPACE, CACHE, "Ready", timeout=60, diagnostics=operator.log_tail)
     revision = cache["status"]["resolvedRevision"]
     revision_dir = volume / "hf" / REPO / cache["status"]["revisionPath"]
-    files = [p for p in files_under(revision_dir) if ".modelcache" not in p.parts]
-    evict(files)
-    cold = resident_fraction(files)
+    files, cold = evict_model_files(revision_dir)
     say(f"cache Ready at {revision[:12]}; page cache emptied for {len(files)} model files ({cold:.0%} resident)")
 
     say(f"applying a labelled StatefulSet on {REAL_NODE} ({SERVING_IMAGE}); the webhook injects the cache")
-    k8s.apps.create_namespaced_stateful_set(NAMESPACE, {
-        "metadata": {"name": "embedder"},
-        "spec": {"serviceName": "embedder", "replicas": 1, "selector": {"matchLabels": {"app": "embedder"}},
-                 "template": {
-                     "metadata": {"labels": {"app": "embedder", "modelcache.dev/inject": "true"},
-                                  "annotations": {"modelcache.dev/caches": CACHE}},
-                     "spec": {"nodeSelector": NODE_SELECTOR, "tolerations": TOLERATIONS,
-                              "terminationGracePeriodSeconds": 2,
-                              "containers": [{
-                                  "name": "server", "image": SERVING_IMAGE, "args": ["$(MODEL_DIR)"],
-                                  "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]},
-                                                     "periodSeconds": 1},
-                                  "resources": {"limits": {"memory": "4Gi"}}}]}}}})
-
-    def ready_pod() -> Any:
-        pods = k8s.core.list_namespaced_pod(NAMESPACE, label_selector="app=embedder").items
-        return pods[0] if pods and _ready(pods[0]) else None
-
-    def pod_diagnostics() -> str:
-        pods = k8s.core.list_namespaced_pod(NAMESPACE, label_selector="app=embedder").items
-        events = [f"{e.reason}: {e.message}" for e in k8s.events(NAMESPACE)][-15:]
-        return "\n".join([*(str(p.status) for p in pods), *events, operator.log_tail(20)])
-
-    pod = wait_for(ready_pod, 180, interval=1, describe="the serving pod Ready on the real node",
-                   diagnostics=pod_diagnostics)
+    pod = start_serving(k8s, NAMESPACE, CACHE, 1, lambda: operator.log_tail(20), timeout=180)[0]
     resident = resident_fraction(files)
-    server_log = _pod_log(k8s, pod.metadata.name)
+    server_log = pod_log(k8s, pod.metadata.name, NAMESPACE)
     say(f"pod {pod.metadata.name} Ready on {pod.spec.node_name}; server: {server_log.strip()}")
-    log_dir = cluster.node_layout.empty_dir(pod.metadata.uid, LOG_VOLUME)
-    lines = [line for log in sorted(log_dir.glob("*")) for line in log.read_text().splitlines()]
-    prewarm_line = next((line for line in reversed(lines) if line.startswith("modelcache-prewarm")), "")
-    say(f"  postStart log ({log_dir}): {prewarm_line}")
+    prewarm_line = prewarm_summary(cluster, pod)
+    say(f"  postStart log: {prewarm_line}")
     say(f"page-cache residency of the model files, checked with mincore on the host: {resident:.1%}")
     return RealDemoResult(cache=cache, job_pod=job_pod, download_log=download_log, pod=pod, server_log=server_log,
                           volume=volume, revision_dir=revision_dir, prewarm_line=prewarm_line, resident=resident,

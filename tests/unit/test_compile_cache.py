@@ -26,7 +26,8 @@ from modelcache_operator.builders.compile_cache import (
 )
 from modelcache_operator.cli import main as cli
 from modelcache_operator.compilecache.prepare import entries, prepare
-from modelcache_operator.webhook.patch import InjectionSettings, mutate_pod
+from modelcache_operator.webhook.injection import InjectionSettings
+from modelcache_operator.webhook.patch import mutate_pod
 from modelcache_operator.webhook.pinning import CacheView
 
 SHA = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"

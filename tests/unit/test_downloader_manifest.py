@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcache_operator.downloader.httpfetch import download, make_opener
+from modelcache_operator.downloader.httpfetch import download, make_connections
 from modelcache_operator.downloader.manifest import (
     Manifest,
     ManifestFile,
@@ -77,7 +77,7 @@ def test_download_resumes_and_hashes_the_whole_file(tmp_path: Path, ignore_range
     counted: list[int] = []
     with hub, SequentialFile(dest, len(body), counted.append) as out:
         assert out.start == len(prefix)  # continued by appending, not rewritten
-        download(make_opener(), f"{hub.url}/org/m/resolve/{sha}/w.bin", out, headers={}, token_header=None,
+        download(make_connections(), f"{hub.url}/org/m/resolve/{sha}/w.bin", out, headers={}, auth={},
                  on_bytes=counted.append, timeout=10, what="w.bin")
     assert dest.read_bytes() == body
     assert out.digest.hexdigest() == hashlib.sha256(body).hexdigest()

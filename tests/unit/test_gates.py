@@ -12,7 +12,8 @@ import jsonpatch
 from modelcache_operator.api.names import ANN_CACHES, ANN_FOLDERS, ANN_GATE_STATUS, ANN_PINNED, LABEL_INJECT
 from modelcache_operator.api.v1alpha2 import ModelCacheSpec, ModelCacheStatus, Serving
 from modelcache_operator.builders.gates import check_gates, gate_name, gated_caches
-from modelcache_operator.webhook.patch import InjectionSettings, mutate_pod
+from modelcache_operator.webhook.injection import InjectionSettings
+from modelcache_operator.webhook.patch import mutate_pod
 from modelcache_operator.webhook.pinning import CacheView
 
 SHA_A = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"

@@ -9,7 +9,12 @@ from pydantic import ValidationError
 
 from modelcache_operator.api import v1alpha2 as api
 from modelcache_operator.builders import jobs
-from modelcache_operator.builders.job_options import CA_BUNDLE_DIR, with_image_settings, with_store_options
+from modelcache_operator.builders.job_options import (
+    CA_BUNDLE_DIR,
+    CA_BUNDLE_ENV,
+    with_image_settings,
+    with_store_options,
+)
 from tests.unit.test_builders import DOWNLOAD_BODY, NFS, download_spec, store
 
 OPTIONS = api.DownloadJobOptions.model_validate({
@@ -39,7 +44,7 @@ def test_options_reach_the_jobs_pods(build: Any) -> None:
     spec, container = template["spec"], template["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HTTPS_PROXY"] == "http://proxy.corp:3128" and env["NO_PROXY"] == ".svc"
-    assert env["SSL_CERT_FILE"] == f"{CA_BUNDLE_DIR}/ca.crt"
+    assert env["SSL_CERT_FILE"] == env["REQUESTS_CA_BUNDLE"] == f"{CA_BUNDLE_DIR}/ca.crt"  # urllib/httpx, requests
     assert {"name": "ca-bundle", "mountPath": CA_BUNDLE_DIR, "readOnly": True} in container["volumeMounts"]
     assert {"name": "ca-bundle", "configMap": {"name": "corp-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}} \
         in spec["volumes"]
@@ -58,11 +63,11 @@ def test_no_options_leave_the_job_as_built() -> None:
 
 
 def test_env_names_are_checked() -> None:
-    """A malformed name fails the model; MC_* and SSL_CERT_FILE are the CRD's CEL rule to refuse."""
+    """A malformed name fails the model; MC_* and the CA variables are the CRD's CEL rule to refuse."""
     with pytest.raises(ValidationError, match="name"):
         api.EnvVar.model_validate({"name": "1BAD", "value": "x"})
     rule = api.EnvVar.model_json_schema()["properties"]["name"]["x-kubernetes-validations"][0]["rule"]
-    assert "startsWith('MC_')" in rule and "SSL_CERT_FILE" in rule
+    assert "startsWith('MC_')" in rule and all(f"'{name}'" in rule for name in CA_BUNDLE_ENV)
 
 
 def test_the_charts_image_settings_and_the_stores_pull_secrets_combine() -> None:

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from modelcache_operator.prewarm import prewarm as pw
 from modelcache_operator.prewarm import prewarm_files as pf
+from modelcache_operator.prewarm import prewarm_plan as plan
 from modelcache_operator.prewarm import prewarm_read as rd
 from modelcache_operator.prewarm import prewarm_report as report
 from modelcache_operator.prewarm import prewarm_residency as residency
+from modelcache_operator.prewarm import prewarm_run as run
 from modelcache_operator.prewarm.prewarm_files import FileEntry
 from modelcache_operator.prewarm.prewarm_read import PAGE, Chunk
 
@@ -224,8 +226,8 @@ def test_warm_in_process_on_missing_dir_reports_and_returns_0(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log = tmp_path / "log"
-    opts = pw.Options(concurrency=4, timeout=5.0, chunk_bytes=1 << 20, log_file=str(log))
-    assert pw.warm_in_process([str(tmp_path / "absent")], opts) == 0
+    opts = plan.Options(concurrency=4, timeout=5.0, chunk_bytes=1 << 20, log_file=str(log))
+    assert run.warm_in_process([str(tmp_path / "absent")], opts) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     m = SUMMARY.match(lines[-1])
     assert m and m.group(1) == "0" and m.group(2) == "n/a(folder-missing)" and m.group(5) == "false"
@@ -258,3 +260,22 @@ def test_data_extents_of_a_real_sparse_file(tmp_path: Path) -> None:
     assert extents is not None and len(extents) == 1
     start, length = extents[0]
     assert start <= 512 << 20 < start + length and length <= 1 << 20
+
+
+@pytest.mark.parametrize("with_manifest", [True, False], ids=["manifest", "walk"])
+def test_weights_come_first_each_group_in_manifest_or_walk_order(tmp_path: Path, with_manifest: bool) -> None:
+    """What a budget or a timeout cuts off is the end of this list: never a weight before a tokenizer."""
+    names = ["config.json", "model-00002-of-00002.safetensors", "train.log", "model.GGUF",
+             "model-00001-of-00002.safetensors", "tokenizer.json"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    if with_manifest:
+        (tmp_path / ".modelcache").mkdir()
+        (tmp_path / pf.MANIFEST).write_text(json.dumps({"files": [{"path": n} for n in names]}))
+    order = [os.path.basename(f.path) for f in pf.collect_files([str(tmp_path)]).files]
+    if with_manifest:
+        assert order == ["model-00002-of-00002.safetensors", "model.GGUF", "model-00001-of-00002.safetensors",
+                         "config.json", "train.log", "tokenizer.json"]
+    else:  # the walk's order is sorted by name
+        assert order == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.GGUF",
+                         "config.json", "tokenizer.json", "train.log"]

@@ -33,8 +33,9 @@ from modelcache_operator.builders.pins import pinned_downloads
 from modelcache_operator.builders.quantity import parse_quantity
 from modelcache_operator.prewarm import hook
 from modelcache_operator.webhook.engines import engine_flag_hits
+from modelcache_operator.webhook.injection import InjectionSettings
 from modelcache_operator.webhook.memory import human_bytes
-from modelcache_operator.webhook.patch import AdmissionDecision, InjectionSettings, mutate_pod
+from modelcache_operator.webhook.patch import AdmissionDecision, mutate_pod
 from modelcache_operator.webhook.pinning import CacheView
 from modelcache_operator.webhook.pod_shape import CHAIN_ARGV0, chain_poststart, json_pointer
 

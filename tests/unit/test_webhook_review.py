@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from modelcache_operator.api import v1alpha2 as api
-from modelcache_operator.webhook.patch import InjectionSettings
+from modelcache_operator.webhook.injection import InjectionSettings
 from modelcache_operator.webhook.pinning import CacheView
 from modelcache_operator.webhook.registration import webhook_configurations
 from modelcache_operator.webhook.review import pod_decision, response, review_modelcache, review_modelstore

@@ -20,8 +20,8 @@ LabelValue = Annotated[str, StringConstraints(max_length=63)]
 
 class EnvVar(ApiModel):
     name: str = Field(max_length=128, pattern=ENV_NAME_PATTERN, json_schema_extra={"x-kubernetes-validations": [
-        cel("!self.startsWith('MC_') && self != 'SSL_CERT_FILE'",
-            "MC_* and SSL_CERT_FILE are set by the operator (use caBundle for a CA)")]})
+        cel("!self.startsWith('MC_') && !(self in ['SSL_CERT_FILE', 'REQUESTS_CA_BUNDLE'])",
+            "MC_*, SSL_CERT_FILE and REQUESTS_CA_BUNDLE are set by the operator (use caBundle for a CA)")]})
     value: str = Field(max_length=4096)
 
 
@@ -35,7 +35,8 @@ class DownloadJobOptions(ApiModel):
         "Plain env for the downloader, e.g. HTTPS_PROXY, HTTP_PROXY, NO_PROXY (values, never Secrets)."))
     caBundle: ConfigMapKeyRef | None = Field(default=None, description=(
         "A ConfigMap key with PEM certificates the downloader trusts instead of the image's: a mirror or "
-        "proxy signed by a private CA. Include public roots if public hubs are used too. The ConfigMap must "
+        "proxy signed by a private CA (mounted as a file named by SSL_CERT_FILE and REQUESTS_CA_BUNDLE, so "
+        "both hubs' clients use it). Include public roots if public hubs are used too. The ConfigMap must "
         "be in the download's namespace (the operator's for shared downloads, the cache's for private ones)."))
     imagePullSecrets: list[ObjectName] | None = Field(default=None, max_length=8, description=(
         "Secrets (in the download's namespace) to pull the operator image from a private registry."))

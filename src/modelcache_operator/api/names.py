@@ -10,6 +10,7 @@ from typing import Final
 
 GROUP: Final = "modelcache.dev"
 VERSION: Final = "v1alpha2"
+DOWNLOAD_PLURAL: Final = "modeldownloads"  # here, not in v1alpha2: the downloader reports without pydantic
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 
 MANAGED_BY: Final = "modelcache-operator"

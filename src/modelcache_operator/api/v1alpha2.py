@@ -24,7 +24,7 @@ from .common import (
     cel,
 )
 from .job_options import ConfigMapKeyRef, DownloadJobOptions, EnvVar
-from .names import API_VERSION, GROUP, VERSION
+from .names import API_VERSION, DOWNLOAD_PLURAL, GROUP, VERSION
 from .store import (
     STORAGE_BACKENDS,
     CompileCache,
@@ -46,6 +46,7 @@ __all__ = [
     "ABSOLUTE_PATH_PATTERN",
     "API_VERSION",
     "DNS_LABEL_PATTERN",
+    "DOWNLOAD_PLURAL",
     "ENDPOINT_PATTERN",
     "GROUP",
     "REPO_ID_PATTERN",
@@ -81,7 +82,6 @@ SHORT_NAMES = ["mc"]
 STORE_KIND: Final = "ModelStore"
 STORE_PLURAL = "modelstores"
 DOWNLOAD_KIND: Final = "ModelDownload"
-DOWNLOAD_PLURAL = "modeldownloads"
 
 class SecretKeyRef(ApiModel):
     name: str = Field(description="Name of a Secret in the ModelCache's namespace.", pattern=DNS_LABEL_PATTERN,
@@ -330,13 +330,26 @@ class CleanupFailure(ApiModel):
     message: str = ""
 
 
+class UpstreamCheck(ApiModel):
+    """What a periodic upstream check saw: the commit the requested branch or tag points at now. Written by the
+    check Job's downloader only; the pinned `resolvedRevision` never follows it."""
+
+    revision: str = Field(description="The commit the requested revision pointed at when checked.")
+    checkedAt: str = Field(description="When it was checked (RFC 3339).")
+    jobName: str | None = Field(default=None, description="The check Job that saw it.")
+
+
 class ModelDownloadStatus(ApiModel):
     phase: Phase | None = None
     observedGeneration: int | None = None
     conditions: list[Condition] | None = None
     jobName: str | None = None
-    resolvedRevision: str | None = None
+    resolvedRevision: str | None = Field(default=None, description="The commit the requested revision resolved "
+                                                                   "to, pinned once: every later Job of this "
+                                                                   "download fetches this commit.")
     sizeBytes: int | None = None
     download: DownloadReport | None = Field(default=None, description="Written by the downloader only.")
+    upstream: UpstreamCheck | None = Field(default=None, description="The last upstream check of a branch or "
+                                                                     "tag; written by the check Job only.")
     unusedSince: str | None = Field(default=None, description="Since when no cache wants and no pod uses it.")
     cleanupFailed: CleanupFailure | None = None

@@ -22,6 +22,7 @@ from .status import (
     human_bytes,
     progress,
 )
+from .upstream import SOURCE_UPDATED, source_updated
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,15 @@ def _served(obs: CacheObservation, report: api.DownloadReport | None) -> dict[st
     }
 
 
+def _source_updated(obs: CacheObservation) -> ConditionValue | None:
+    """Whether the branch or tag this cache's download pinned has moved upstream since (see upstream.py)."""
+    if obs.download is None or obs.invalid_spec or obs.deleting:
+        return None
+    status = api.ModelDownloadStatus.from_api(obs.download)
+    requested = status.download.requestedRevision if status.download else None
+    return source_updated(requested or "the revision", status.resolvedRevision, status.upstream)
+
+
 def cache_status(obs: CacheObservation, now: str) -> dict[str, Any]:
     """The status to write. Unchanged inputs give an identical dict, so callers can skip equal writes."""
     result = _verdict(obs)
@@ -131,6 +141,9 @@ def cache_status(obs: CacheObservation, now: str) -> dict[str, Any]:
         "compileCache": obs.compile_cache.model_dump() if obs.compile_cache else None,
         **_served(obs, report),
     }
+    updated = _source_updated(obs)
+    if updated is not None:
+        status["conditions"].append(condition(SOURCE_UPDATED, updated, obs.generation, now, previous_conditions))
     if report is not None:
         status["download"] = report.model_dump(mode="json", exclude_none=True)
         status["progress"] = progress(report)

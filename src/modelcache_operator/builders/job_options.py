@@ -8,7 +8,17 @@ from typing import Any
 from ..api import v1alpha2 as api
 
 CA_BUNDLE_DIR = "/etc/modelcache/ca"
+CA_BUNDLE_FILE = f"{CA_BUNDLE_DIR}/ca.crt"
 CA_VOLUME = "ca-bundle"
+# Each TLS stack in the downloader reads its own variable: Python's ssl (urllib, httpx) SSL_CERT_FILE; `requests`
+# (the modelscope client) only REQUESTS_CA_BUNDLE, else certifi's bundle. Both name the file: given a directory,
+# requests hands it to OpenSSL as a CApath, which finds certificates by hashed names a ConfigMap mount lacks.
+CA_BUNDLE_ENV = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+
+
+def ca_bundle_env(path: str = CA_BUNDLE_FILE) -> dict[str, str]:
+    """The env that makes every client in the downloader trust the PEM bundle at `path`."""
+    return dict.fromkeys(CA_BUNDLE_ENV, path)
 
 
 def with_image_settings(job: dict[str, Any], pull_policy: str, pull_secrets: tuple[str, ...]) -> dict[str, Any]:
@@ -45,7 +55,7 @@ def with_store_options(job: dict[str, Any], options: api.DownloadJobOptions | No
     if options.caBundle:
         pod["volumes"].append({"name": CA_VOLUME, "configMap": {
             "name": options.caBundle.name, "items": [{"key": options.caBundle.key, "path": "ca.crt"}]}})
-        extra_env.append({"name": "SSL_CERT_FILE", "value": f"{CA_BUNDLE_DIR}/ca.crt"})
+        extra_env += [{"name": name, "value": value} for name, value in ca_bundle_env().items()]
     for container in pod["containers"]:
         ours = {e["name"] for e in container.get("env") or []}
         container["env"] = [*(container.get("env") or []), *(e for e in extra_env if e["name"] not in ours)]

@@ -43,9 +43,11 @@ def token_ref(spec: api.ModelDownloadSpec, store: api.ModelStoreSpec) -> api.Sec
 
 
 def downloader_env(namespace: str, download: str, job_name: str, spec: api.ModelDownloadSpec,
-                   store: api.ModelStoreSpec) -> list[dict[str, Any]]:
+                   store: api.ModelStoreSpec, *, pinned: str | None = None) -> list[dict[str, Any]]:
     key = layout.source_key(spec.source)
-    env = [
+    # The commit an earlier Job of this download resolved the revision to: fetched again, never re-resolved.
+    pin = [] if pinned is None else [_env("MC_PINNED_REVISION", pinned)]
+    env = [*pin,
         _env("MC_HUB", key.hub),
         _env("MC_REPO", key.repo),
         _env("MC_REVISION", key.revision),
@@ -126,9 +128,9 @@ def volume_permissions(store: api.ModelStoreSpec, image: str) -> list[dict[str, 
 
 
 def download_job(download_body: dict[str, Any], spec: api.ModelDownloadSpec, store: api.ModelStoreSpec,
-                 image: str, quota_free_bytes: int | None = None) -> dict[str, Any]:
+                 image: str, quota_free_bytes: int | None = None, *, pinned: str | None = None) -> dict[str, Any]:
     """The Job that fills `spec.folder` of `spec.claimName`: it mounts only that folder, so even its own
-    process cannot write elsewhere on the store."""
+    process cannot write elsewhere on the store. `pinned`: the commit this download's status recorded."""
     namespace, download = download_body["metadata"]["namespace"], download_body["metadata"]["name"]
     job_name = naming.download_job_name(download)
     labels = naming.child_labels("downloader", download=download, store=spec.store)
@@ -143,7 +145,7 @@ def download_job(download_body: dict[str, Any], spec: api.ModelDownloadSpec, sto
             "name": DOWNLOADER_CONTAINER,
             "image": image,
             "command": ["modelcache-download"],
-            "env": downloader_env(namespace, download, job_name, spec, store) + (
+            "env": downloader_env(namespace, download, job_name, spec, store, pinned=pinned) + (
                 [] if quota_free_bytes is None else [_env("MC_QUOTA_FREE_BYTES", str(quota_free_bytes))]),
             "resources": _resources(spec),
             "securityContext": RESTRICTED_SECURITY_CONTEXT,
@@ -165,6 +167,9 @@ def download_job(download_body: dict[str, Any], spec: api.ModelDownloadSpec, sto
             "backoffLimit": spec.download.backoffLimit,
             "activeDeadlineSeconds": spec.download.activeDeadlineSeconds,
             "ttlSecondsAfterFinished": FINISHED_JOB_TTL_SECONDS,
+            # One writer per folder inside the cluster: a replacement pod is created only once the previous
+            # one is terminal (Failed), never while it is still terminating and may write.
+            "podReplacementPolicy": "Failed",
             "podFailurePolicy": {"rules": [
                 # Unauthorized, NotFound, ... : fail at once, a retry cannot fix them (downloader/errors.py).
                 {"action": "FailJob", "onExitCodes": {"containerName": DOWNLOADER_CONTAINER, "operator": "In",

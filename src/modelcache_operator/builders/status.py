@@ -162,7 +162,8 @@ def download_status(obs: DownloadObservation, now: str) -> dict[str, Any]:
             status[kept] = obs.previous[kept]
     if obs.unused_since:
         status["unusedSince"] = obs.unused_since
-    if obs.report and obs.report.resolvedRevision:
+    if obs.report and obs.report.resolvedRevision and "resolvedRevision" not in status:
+        # Pinned by the first report that resolved it: a later Job or pod fetches this commit again.
         status["resolvedRevision"] = obs.report.resolvedRevision
     if obs.report and obs.report.state == "Published":
         status["sizeBytes"] = obs.report.bytesTotal

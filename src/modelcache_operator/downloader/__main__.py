@@ -128,7 +128,8 @@ def build_config(a: argparse.Namespace, token: str | None) -> Config:
         lock_stale_seconds=a.lock_stale_seconds, lock_heartbeat_seconds=a.lock_heartbeat_seconds,
         lock_wait_seconds=a.lock_wait_seconds,
         progress_interval=a.progress_interval, retries=a.retries, retry_backoff=a.retry_backoff,
-        quota_free_bytes=None if a.quota_free_bytes < 0 else a.quota_free_bytes)
+        quota_free_bytes=None if a.quota_free_bytes < 0 else a.quota_free_bytes,
+        pinned_revision=os.environ.get("MC_PINNED_REVISION") or None)
 
 
 def make_reporter(kind: str) -> Reporter:
@@ -167,6 +168,14 @@ def run(argv: list[str] | None = None) -> int:
         reporter = make_reporter(args.report)
         source = make_source(cfg.hub, cfg.repo, cfg.endpoint, token, max(1, args.connections_per_file))
         route_library_loggers()
+        if os.environ.get("MC_MODE") == "check":
+            from .upstream_check import check_upstream  # noqa: PLC0415  (only this mode needs it; it loads pydantic)
+
+            commit = check_upstream(cfg, source, reporter)
+            write_termination_message(args.termination_log, "Checked", f"{cfg.revision} points at {commit}")
+            return ExitCode.PUBLISHED
+        if isinstance(reporter, KubernetesStatusReporter) and not cfg.pinned_revision:
+            cfg.pinned_revision = reporter.recorded_pin()
         downloader = Downloader(cfg, source, reporter)
         manifest = downloader.run()
         final = downloader.last_report

@@ -22,3 +22,10 @@ def sha256_file(path: Path, limit: int | None = None) -> hashlib._Hash:
                 remaining -= len(block)
     return digest
 
+
+def git_blob_sha1(path: Path, size: int) -> str:
+    digest = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()

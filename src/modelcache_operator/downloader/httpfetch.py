@@ -6,35 +6,34 @@ small node that Python work, not the network, bounded the download (issue 4). He
 preallocated buffer per worker (`readinto`, recv outside the GIL), and sha256 and the write take that same
 buffer in MiB-sized slices, both outside the GIL too.
 
-urllib keeps what the httpx2 client gave us: proxies from the environment (http(s)_proxy, no_proxy), the
-same CA trust (httpcore2's context, honouring SSL_CERT_FILE/SSL_CERT_DIR), and redirects.
+The connections (connections.py) keep what the httpx2 client gave us: proxies from the environment
+(http(s)_proxy, no_proxy), the same CA trust (httpcore2's context, honouring SSL_CERT_FILE/SSL_CERT_DIR), and
+redirects that never carry the token to another host.
 """
 
 from __future__ import annotations
 
 import http.client
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from urllib.parse import urlparse
 
 import httpcore2
 
-from .errors import ChecksumMismatch, DownloadError, NetworkError, status_error
+from .connections import Connections
+from .errors import ChecksumMismatch, DownloadError, NetworkError
 from .sequential import SequentialFile
 
 BUFFER = 4 << 20  # per worker; big slices keep hashlib and write() outside the GIL
 CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 
 
-def make_opener() -> urllib.request.OpenerDirector:
-    """An opener with env proxies, the HF client's CA trust, and redirects; thread-safe to share."""
-    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=httpcore2.default_ssl_context()))
+def make_connections() -> Connections:
+    """Keep-alive connections with env proxies and the HF client's CA trust; thread-safe to share."""
+    return Connections(httpcore2.default_ssl_context())
 
 
-def download(opener: urllib.request.OpenerDirector, url: str, out: SequentialFile, *, headers: dict[str, str],
-             token_header: str | None, on_bytes: Callable[[int], None], timeout: float, what: str) -> None:
+def download(client: Connections, url: str, out: SequentialFile, *, headers: dict[str, str],
+             auth: dict[str, str], on_bytes: Callable[[int], None], timeout: float, what: str) -> None:
     """Fetch bytes `out.position..out.size` of `url` into `out`, which hashes them after its existing prefix.
 
     A transfer that breaks or ends early raises NetworkError and leaves what arrived on disk, so a retry
@@ -43,22 +42,8 @@ def download(opener: urllib.request.OpenerDirector, url: str, out: SequentialFil
     start, size = out.position, out.size
     if start == size:
         return  # complete already; a Range request would get a 416
-    if urlparse(url).scheme not in ("http", "https"):
-        raise DownloadError(f"{what}: refusing to fetch {url!r}: not http(s)")  # e.g. a hub pointing at file:
-    req = urllib.request.Request(url, headers={**headers, "Accept-Encoding": "identity"})  # noqa: S310  (checked)
-    if token_header:
-        # Unredirected: urllib drops it on any redirect, so the token never follows a hop to another host.
-        req.add_unredirected_header("Authorization", token_header)
-    if start:
-        req.add_header("Range", f"bytes={start}-")
-    try:
-        resp = opener.open(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        e.close()
-        raise status_error(e.code, what) from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise NetworkError(f"{what}: {type(e).__name__}: {e}") from None
-    with resp:
+    with client.get(url, headers={**headers, "Range": f"bytes={start}-"} if start else headers, auth=auth,
+                    timeout=timeout, what=what) as resp:
         if start and resp.status == 200:
             # The server ignored Range and sends the whole file: start over, hash included.
             out.restart()

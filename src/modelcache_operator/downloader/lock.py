@@ -4,9 +4,9 @@ flock is not reliable on NFS and object-store FUSE mounts, and two clusters may 
 a plain file holding who owns it and when it last beat. A lock whose heartbeat is older than `stale_after`
 belongs to a dead writer and is taken over.
 
-Inside one cluster the operator runs one Job per revision folder, and a Job with a podFailurePolicy starts a
-replacement pod only once the previous one has failed; so a lock left by another pod of our own Job belongs
-to a pod known to be gone, and is taken over at once. The clock-based rules remain for writers in other
+Inside one cluster the operator runs one Job per ModelDownload, with `podReplacementPolicy: Failed`: a
+replacement pod is created only once the previous one is terminal; so a lock left by another pod of our own
+Job belongs to a pod known to be gone, and is taken over at once. The clock-based rules remain for writers in other
 clusters, with their limits: heartbeats are compared across machines (clock skew shifts "stale"), and on
 storage without O_EXCL atomicity (ossfs, s3fs) two writers taking over one stale lock can both believe they
 hold it until the verify step. Two fences narrow that: a heartbeat that cannot be written for half the stale

@@ -19,13 +19,12 @@ import http.client
 import logging
 import queue
 import threading
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable
 
-from .errors import ChecksumMismatch, NetworkError, status_error
-from .httpfetch import CONTENT_RANGE
+from .connections import Connections
+from .errors import ChecksumMismatch, NetworkError
+from .httpfetch import CONTENT_RANGE, download
 from .sequential import SequentialFile
 
 log = logging.getLogger(__name__)
@@ -33,6 +32,7 @@ log = logging.getLogger(__name__)
 PART_SIZE = 8 << 20
 PART_ATTEMPTS = 4
 PARTS_IN_MEMORY = 16  # 128 MiB of part buffers per process
+RANGED_MIN_BYTES = 64 << 20  # smaller files gain little from parallel ranges; the file-level pool covers them
 
 
 class _Buffers:
@@ -66,8 +66,22 @@ class RangesUnsupported(Exception):
     """The server answered a Range request with the whole file: fetch it as one stream instead."""
 
 
-def download_ranged(opener: urllib.request.OpenerDirector, url: str, out: SequentialFile, *,
-                    headers: dict[str, str], token_header: str | None, connections: int,
+def fetch_body(client: Connections, url: str, out: SequentialFile, *, headers: dict[str, str],
+               auth: dict[str, str], connections: int, on_bytes: Callable[[int], None], timeout: float,
+               what: str) -> None:
+    """The rest of `out` from `url`: parallel ranges for a big remainder, one stream for a small one or a
+    server that ignores Range."""
+    if connections > 1 and out.size - out.position >= RANGED_MIN_BYTES:
+        try:
+            download_ranged(client, url, out, headers=headers, auth=auth, connections=connections,
+                            on_bytes=on_bytes, timeout=timeout, what=what)
+        except RangesUnsupported:
+            log.info("%s: the server ignores Range; one stream for the rest", what)
+    download(client, url, out, headers=headers, auth=auth, on_bytes=on_bytes, timeout=timeout, what=what)
+
+
+def download_ranged(client: Connections, url: str, out: SequentialFile, *,
+                    headers: dict[str, str], auth: dict[str, str], connections: int,
                     on_bytes: Callable[[int], None], timeout: float, what: str,
                     part_size: int = PART_SIZE) -> None:
     """Bytes `out.position..out.size` of `url` into `out` over up to `connections` parallel ranged GETs."""
@@ -77,8 +91,8 @@ def download_ranged(opener: urllib.request.OpenerDirector, url: str, out: Sequen
         last = min(first + part_size, out.size) - 1
         for attempt in range(1, PART_ATTEMPTS + 1):
             try:
-                return _get_part(opener, url, first, last, memoryview(buf)[:last - first + 1], size=out.size,
-                                 headers=headers, token_header=token_header, timeout=timeout, what=what)
+                return _get_part(client, url, first, last, memoryview(buf)[:last - first + 1], size=out.size,
+                                 headers=headers, auth=auth, timeout=timeout, what=what)
             except NetworkError as e:
                 if attempt == PART_ATTEMPTS:
                     raise
@@ -109,20 +123,10 @@ def download_ranged(opener: urllib.request.OpenerDirector, url: str, out: Sequen
                 _buffers.give(buf)
 
 
-def _get_part(opener: urllib.request.OpenerDirector, url: str, first: int, last: int, buf: memoryview, *, size: int,
-              headers: dict[str, str], token_header: str | None, timeout: float, what: str) -> memoryview:
-    req = urllib.request.Request(url, headers={**headers, "Accept-Encoding": "identity",  # noqa: S310
-                                               "Range": f"bytes={first}-{last}"})
-    if token_header:
-        req.add_unredirected_header("Authorization", token_header)  # never follows a redirect to another host
-    try:
-        resp = opener.open(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        e.close()
-        raise status_error(e.code, what) from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise NetworkError(f"{what}: {type(e).__name__}: {e}") from None
-    with resp:
+def _get_part(client: Connections, url: str, first: int, last: int, buf: memoryview, *, size: int,
+              headers: dict[str, str], auth: dict[str, str], timeout: float, what: str) -> memoryview:
+    with client.get(url, headers={**headers, "Range": f"bytes={first}-{last}"}, auth=auth, timeout=timeout,
+                    what=what) as resp:
         if resp.status == 200:
             raise RangesUnsupported()
         m = CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))

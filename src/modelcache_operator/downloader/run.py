@@ -1,4 +1,8 @@
-"""The download itself: plan, fetch into `<root>/<sha>/`, verify, publish the manifest last."""
+"""The download itself: plan, fetch into `<root>/<sha>/`, verify, publish the manifest last.
+
+The pydantic models (the manifest, the status report) load on first use, after the listing request: their
+import is a large part of the time before the first byte, and nothing before the listing needs them.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +16,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, TypeVar
-
-from modelcache_operator.api.v1alpha2 import DownloadReport
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .errors import ChecksumMismatch, DownloadError, LockHeld, NetworkError, QuotaExceeded, UnsafeFileName
-from .hashing import CHUNK, sha256_file
+from .hashing import git_blob_sha1, sha256_file
 from .lock import VolumeLock
-from .manifest import (
-    Manifest,
-    ManifestFile,
-    ManifestInvalid,
-    ManifestSource,
-    detect_format,
-    load_manifest,
-    manifest_path,
-    model_info,
-    now_rfc3339,
-    read_config,
-    size_problems,
-    verify_manifest,
-    write_manifest,
-)
 from .plan import (
     META_DIR,
     Plan,
@@ -46,8 +33,14 @@ from .plan import (
     free_bytes,
     human_bytes,
 )
-from .report import Reporter
+from .progress import Progress
+from .report import NullReporter, Reporter
 from .sources import Source
+
+if TYPE_CHECKING:
+    from modelcache_operator.api.v1alpha2 import DownloadReport
+
+    from .manifest import Manifest
 
 log = logging.getLogger("modelcache.downloader")
 T = TypeVar("T")
@@ -76,50 +69,8 @@ class Config:
     retry_backoff: float = 1.0
     # What the store's quota leaves for this download (the operator's count at Job creation); None: no quota.
     quota_free_bytes: int | None = None
-
-
-class Progress:
-    """Byte and file counters shared by the worker threads."""
-
-    def __init__(self, files_total: int, bytes_total: int, bytes_done: int) -> None:
-        self._lock = threading.Lock()
-        self.files_total, self.bytes_total, self.bytes_done = files_total, bytes_total, bytes_done
-        self.files_done = 0
-        self.rate = 0.0
-        self._mark = (time.monotonic(), bytes_done)
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.bytes_done += n
-
-    def file_done(self) -> None:
-        with self._lock:
-            self.files_done += 1
-
-    def tick(self) -> float:
-        """Update the transfer rate over the time since the last tick."""
-        with self._lock:
-            now = time.monotonic()
-            t0, b0 = self._mark
-            if now - t0 > 0.05:
-                self.rate = max(0.0, (self.bytes_done - b0) / (now - t0))
-                self._mark = (now, self.bytes_done)
-            return self.rate
-
-    def line(self) -> str:
-        done, total, rate = self.bytes_done, self.bytes_total, self.rate
-        pct = 100.0 * done / total if total else 100.0
-        eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
-        return (f"{pct:5.1f}% {human_bytes(done)}/{human_bytes(total)} at {human_bytes(rate)}/s, ETA {eta}, "
-                f"files {self.files_done}/{self.files_total}")
-
-
-def git_blob_sha1(path: Path, size: int) -> str:
-    digest = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+    # The commit an earlier pod or Job of this download resolved `revision` to: fetched, never re-resolved.
+    pinned_revision: str | None = None
 
 
 class Downloader:
@@ -136,6 +87,12 @@ class Downloader:
 
     def report(self, state: State, force: bool = False, reason: str | None = None, message: str | None = None,
                manifest: Manifest | None = None) -> None:
+        if isinstance(self.reporter, NullReporter) and state not in ("Published", "Failed"):
+            return  # nobody reads progress outside a cluster; only the final report is kept
+        from modelcache_operator.api.v1alpha2 import DownloadReport  # noqa: PLC0415  (pydantic: see the top)
+
+        from .manifest import now_rfc3339  # noqa: PLC0415
+
         p, plan = self.progress, self.plan
         report = DownloadReport(
             jobName=self.cfg.job_name, state=state, requestedRevision=self.cfg.revision,
@@ -189,9 +146,14 @@ class Downloader:
         ticker = threading.Thread(target=self._ticker, name="progress", daemon=True)
         try:
             self.report("Resolving", force=True)
-            log.info("Resolving %s %s@%s", self.cfg.hub, self.cfg.repo, self.cfg.revision)
+            wanted = self.cfg.pinned_revision or self.cfg.revision
+            if self.cfg.pinned_revision:
+                log.info("%s of %s was resolved to %s by an earlier run of this download: fetching that commit",
+                         self.cfg.revision, self.cfg.repo, wanted)
+            log.info("Resolving %s %s@%s", self.cfg.hub, self.cfg.repo, wanted)
             plan = self._with_retries("listing files", lambda: self.source.plan(
-                self.cfg.revision, self.cfg.allow_patterns, self.cfg.ignore_patterns))
+                wanted, self.cfg.allow_patterns, self.cfg.ignore_patterns))
+            plan = replace(plan, requested_revision=self.cfg.revision)
             check_revision_name(plan.revision)
             for f in plan.files:
                 check_safe_path(f.path)
@@ -243,6 +205,8 @@ class Downloader:
                                 "the revisions in use and the downloads in flight")
 
     def _published(self, target: Path, plan: Plan) -> Manifest | None:
+        from .manifest import ManifestInvalid, load_manifest, manifest_path, verify_manifest  # noqa: PLC0415
+
         if not manifest_path(target).exists():
             return None
         try:
@@ -361,6 +325,18 @@ class Downloader:
     # ----- publish -----
 
     def _publish(self, plan: Plan, target: Path, hashes: dict[str, str], lock: VolumeLock) -> Manifest:
+        from .manifest import (  # noqa: PLC0415  (pydantic: see the top)
+            Manifest,
+            ManifestFile,
+            ManifestSource,
+            detect_format,
+            model_info,
+            now_rfc3339,
+            read_config,
+            size_problems,
+            write_manifest,
+        )
+
         problems = size_problems(target, ((f.path, f.size) for f in plan.files))
         if problems:
             raise ChecksumMismatch("; ".join(problems[:5]))

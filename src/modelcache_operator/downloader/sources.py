@@ -7,8 +7,9 @@ straight into `<root>/<sha>/<path>`. We do not use `hf_hub_download(local_dir=..
 renames it into place (a copy on FUSE). With our own file handle, a killed download resumes with a Range
 request where it stopped, and the bytes are hashed as they arrive.
 
-ModelScope: listing and downloads through the official `modelscope` / `modelscope_hub` client
-(`HubApi.download_file(local_dir=...)`), which resumes its `<file>.incomplete` across processes by itself.
+ModelScope: revisions and listing through the official `modelscope` / `modelscope_hub` client, each body
+through the same streaming GET into its final place (the client's own download writes `<file>.incomplete` and
+renames it, which object stores turn into a full, non-atomic copy).
 """
 
 from __future__ import annotations
@@ -39,15 +40,16 @@ from .errors import (
     status_error,
 )
 from .hf_listing import Listed, complete_listing, hashes_from_etag
-from .httpfetch import download, make_opener
+from .httpfetch import make_connections
 from .plan import Plan, RemoteFile, check_safe_path, filter_files
-from .ranged import RangesUnsupported, download_ranged
+from .ranged import fetch_body
 from .sequential import SequentialFile
 
 OnBytes = Callable[[int], None]
-RANGED_MIN_BYTES = 64 << 20  # smaller files gain little from parallel ranges; the file-level pool covers them
 log = logging.getLogger(__name__)
 HEX_COMMIT = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+USER_AGENT = "modelcache-operator-downloader"
+MODELSCOPE_READ_TIMEOUT = 60.0  # per socket read, like the client's; a stalled part is retried
 
 
 class Source(Protocol):
@@ -66,15 +68,27 @@ class Source(Protocol):
         ...
 
 
+class _WrittenInPlace:
+    """Each file is written straight into its final place (`SequentialFile`): an unfinished download is the
+    file itself, continued by appending, never a temp file renamed into place (a full copy on object stores)."""
+
+    def partial_bytes(self, dest_dir: Path, f: RemoteFile) -> int:
+        p = dest_dir / f.path
+        return min(p.stat().st_size, f.size) if p.is_file() else 0
+
+    def discard(self, dest_dir: Path, f: RemoteFile) -> None:
+        (dest_dir / f.path).unlink(missing_ok=True)
+
+
 # ----- Hugging Face -----
 
-class HuggingFaceSource:
+class HuggingFaceSource(_WrittenInPlace):
     def __init__(self, repo: str, endpoint: str | None, token: str | None, connections_per_file: int = 1) -> None:
         self.repo = repo
         self._connections = connections_per_file
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self._token = token
-        self._opener = make_opener()
+        self._client = make_connections()
         # The client's telemetry fetches a registry from huggingface.co itself, whatever the endpoint: a
         # request to the public hub from a Job told to use a mirror (behind a proxy, a refused CONNECT).
         constants.HF_HUB_DISABLE_TELEMETRY = True
@@ -122,13 +136,6 @@ class HuggingFaceSource:
         return Plan(hub="huggingface", repo=self.repo, requested_revision=requested_revision,
                     revision=revision, endpoint=self.endpoint, files=tuple(complete_listing(listed, tree, head)))
 
-    def partial_bytes(self, dest_dir: Path, f: RemoteFile) -> int:
-        p = dest_dir / f.path
-        return min(p.stat().st_size, f.size) if p.is_file() else 0
-
-    def discard(self, dest_dir: Path, f: RemoteFile) -> None:
-        (dest_dir / f.path).unlink(missing_ok=True)
-
     def fetch(self, plan: Plan, f: RemoteFile, dest_dir: Path, on_bytes: OnBytes) -> str | None:
         what = f"downloading {f.path}"
         dest = dest_dir / f.path
@@ -141,17 +148,11 @@ class HuggingFaceSource:
             # Never send the token to another host (an LFS CDN with a signed URL does not need it).
             same_host = urlparse(meta.location).netloc == urlparse(url).netloc
             headers = build_hf_headers(token=(self._token or False) if same_host else False)
-        auth = headers.pop("authorization", None)
-        timeout = constants.HF_HUB_DOWNLOAD_TIMEOUT
+        auth = {"Authorization": a} if (a := headers.pop("authorization", None)) else {}
         with SequentialFile(dest, f.size, on_bytes) as out:
-            if self._connections > 1 and f.size - out.start >= RANGED_MIN_BYTES:
-                try:
-                    download_ranged(self._opener, meta.location, out, headers=headers, token_header=auth,
-                                    connections=self._connections, on_bytes=on_bytes, timeout=timeout, what=what)
-                except RangesUnsupported:
-                    log.info("%s: the server ignores Range; one stream for the rest", f.path)
-            download(self._opener, meta.location, out, headers=headers, token_header=auth, on_bytes=on_bytes,
-                     timeout=timeout, what=what)
+            fetch_body(self._client, meta.location, out, headers=headers, auth=auth,
+                       connections=self._connections, on_bytes=on_bytes, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
+                       what=what)
         return out.digest.hexdigest()
 
 
@@ -167,22 +168,15 @@ def _listed(path: str, size: int | None, blob_id: str | None, lfs: BlobLfsInfo |
 def _modelscope_env() -> None:
     """Settings the modelscope client reads at import time."""
     defaults = {
-        # Single stream per file, resumable in place; the parallel path writes parts and merges them (3x I/O).
-        "MODELSCOPE_DOWNLOAD_PARALLEL_WORKERS": "1",
-        # Our volume lock already serializes writers; the client's lock lives in its cache dir.
-        "MODELSCOPE_DOWNLOAD_FILE_LOCK": "false",
-        # The default one-hour budget per file is too short for 100 GB shards on slow links.
-        "MODELSCOPE_DOWNLOAD_TOTAL_TIMEOUT": "86400",
         "MODELSCOPE_CACHE": os.path.join(tempfile.gettempdir(), "modelscope-cache"),
         "MODELSCOPE_HOME": os.path.join(tempfile.gettempdir(), "modelscope-home"),
-        "TQDM_DISABLE": "1",  # the client's per-file bars; our progress lines replace them
     }
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
 
 
-class ModelScopeSource:
-    def __init__(self, repo: str, endpoint: str | None, token: str | None) -> None:
+class ModelScopeSource(_WrittenInPlace):
+    def __init__(self, repo: str, endpoint: str | None, token: str | None, connections_per_file: int = 1) -> None:
         _modelscope_env()
         # Imported late: the client reads its settings from the environment at import time.
         from modelscope.hub.api import HubApi  # noqa: PLC0415
@@ -191,7 +185,11 @@ class ModelScopeSource:
         self.repo = repo
         self.endpoint = endpoint.rstrip("/") if endpoint else None
         self._api = HubApi(endpoint=self.endpoint, token=token)  # revision resolution (legacy surface)
-        self._files = FileApi(endpoint=self.endpoint, token=token)  # listing and downloads
+        self._files = FileApi(endpoint=self.endpoint, token=token)  # listing and download URLs
+        self._connections = connections_per_file
+        self._client = make_connections()
+        # What the client sends with a download: its legacy endpoints take the cookie, newer ones the Bearer.
+        self._auth = {"Authorization": f"Bearer {token}", "Cookie": f"m_session_id={token}"} if token else {}
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -207,10 +205,6 @@ class ModelScopeSource:
                 from None
         except ms.NotExistError as e:
             raise NotFound(f"{what}: HTTP {e.status_code or 404}") from None
-        except ms.FileSizeMismatchError:
-            raise NetworkError(f"{what}: the server sent a different size than the listing") from None
-        except ms.FileIntegrityError:
-            raise ChecksumMismatch(f"{what}: content does not match the hub's sha256") from None
         except (ms.NetworkError, ms.ServerError, ms.RateLimitError, requests.RequestException) as e:
             raise NetworkError(f"{what}: {type(e).__name__}") from None
         except ms.APIError as e:
@@ -244,47 +238,15 @@ class ModelScopeSource:
                     revision=commit, endpoint=self.endpoint, files=tuple(filter_files(files, allow, ignore)),
                     fetch_revision=name)
 
-    def partial_bytes(self, dest_dir: Path, f: RemoteFile) -> int:
-        final = dest_dir / f.path
-        if final.is_file():
-            return min(final.stat().st_size, f.size)
-        partial = final.with_name(final.name + ".incomplete")
-        return min(partial.stat().st_size, f.size) if partial.is_file() else 0
-
-    def discard(self, dest_dir: Path, f: RemoteFile) -> None:
-        final = dest_dir / f.path
-        for p in (final, final.with_name(final.name + ".incomplete")):
-            p.unlink(missing_ok=True)
-
     def fetch(self, plan: Plan, f: RemoteFile, dest_dir: Path, on_bytes: OnBytes) -> str | None:
-        from modelscope_hub import ProgressCallback  # noqa: PLC0415  (after _modelscope_env)
-
-        final = dest_dir / f.path
-        if final.is_file() and final.stat().st_size != f.size:
-            final.unlink()  # the client would keep a wrong-sized file only to reject it later
-        start = self.partial_bytes(dest_dir, f)
-
-        class Counter(ProgressCallback):
-            """Feeds our progress; the client re-reports the resumed prefix, which we already counted."""
-
-            skip = start
-
-            def update(self, size: int) -> None:
-                if size < 0:
-                    on_bytes(size)
-                    return
-                taken = min(size, Counter.skip)
-                Counter.skip -= taken
-                if size - taken:
-                    on_bytes(size - taken)
-
-        with self._errors(f"downloading {f.path}"):
-            # No expected_sha256: the client would retry a mismatch three times; we verify and retry once.
-            self._files.downloader.download_file(
-                repo_id=self.repo, repo_type="model", file_path=f.path,
-                revision=plan.fetch_revision or plan.revision, local_dir=dest_dir, file_size=f.size,
-                progress_callbacks=[Counter])
-        return None
+        """Our own GET into the final file, not the client's `download_file`: that one writes `<file>.incomplete`
+        and renames it into place (a full copy, and a non-atomic one, on ossfs), and reopens it to resume."""
+        what = f"downloading {f.path}"
+        url = self._files.legacy.get_download_url(self.repo, "model", f.path, plan.fetch_revision or plan.revision)
+        with SequentialFile(dest_dir / f.path, f.size, on_bytes) as out:
+            fetch_body(self._client, url, out, headers={"User-Agent": USER_AGENT}, auth=self._auth,
+                       connections=self._connections, on_bytes=on_bytes, timeout=MODELSCOPE_READ_TIMEOUT, what=what)
+        return out.digest.hexdigest()
 
 
 def make_source(hub: str, repo: str, endpoint: str | None, token: str | None,
@@ -292,5 +254,5 @@ def make_source(hub: str, repo: str, endpoint: str | None, token: str | None,
     if hub == "huggingface":
         return HuggingFaceSource(repo, endpoint, token, connections_per_file)
     if hub == "modelscope":
-        return ModelScopeSource(repo, endpoint, token)
+        return ModelScopeSource(repo, endpoint, token, connections_per_file)
     raise InvalidArgument(f"unknown hub {hub!r}; expected huggingface or modelscope")

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from ..api import v1alpha2 as api
 from ..api.names import ANNOTATION_RETRY, FINALIZER
-from ..builders import compile_cache, layout, naming, ossfs_options, storage, tenancy
+from ..builders import compile_cache, layout, naming, ossfs_options, pod_security, storage, tenancy
 from ..builders.cache_status import CacheObservation, cache_status
 from . import metrics
 from .converge import Converger, ObjectKey, now_rfc3339, object_key, validation_message
@@ -62,6 +62,12 @@ class CacheReconciler(Converger):
             return self._write(body, CacheObservation(generation, model=model, store=choice.name, store_problem=(
                 unusable[0], f'ModelStore "{choice.name}" cannot be used: {unusable[1]}')))
         place = layout.placement(spec, choice.store, namespace)
+        refusal = pod_security.private_download_refusal(choice.name, choice.store, place.private, namespace,
+                                                        view.namespace_labels)
+        if refusal and self._download_identity(body, spec, choice.name, place) not in view.downloads:
+            # Its Job could never start a pod there: create nothing. A download that exists keeps going.
+            return self._write(body, CacheObservation(generation, model=model, store=choice.name,
+                                                      store_problem=(pod_security.REASON, refusal)))
         pvc_name, pv_name = self._serving_claim(body, choice.name, store_entry, place,
                                                 ossfs_options.served_hints(spec))
         ref = self._download(body, spec, choice.name, place, view)
@@ -152,15 +158,21 @@ class CacheReconciler(Converger):
         return any(c.get("type") == "Complete" and c.get("status") == "True"
                    for c in (live.get("status") or {}).get("conditions") or [])
 
+    def _download_identity(self, body: dict[str, Any], spec: api.ModelCacheSpec, store_name: str,
+                           place: layout.Placement) -> tuple[str, str]:
+        """(namespace, name) of the ModelDownload this cache wants."""
+        meta = body["metadata"]
+        retry = (meta.get("annotations") or {}).get(ANNOTATION_RETRY)
+        key = layout.download_key(spec, store_name, meta["namespace"], place.private, retry)
+        download_namespace = meta["namespace"] if place.private else self.config.operator_namespace
+        return download_namespace, naming.download_name(store_name, layout.source_key(spec.source).repo, key)
+
     def _download(self, body: dict[str, Any], spec: api.ModelCacheSpec, store_name: str, place: layout.Placement,
                   view: CacheView) -> api.DownloadRef:
         meta = body["metadata"]
         store = view.stores[store_name]
         namespace, name = meta["namespace"], meta["name"]
-        retry = (meta.get("annotations") or {}).get(ANNOTATION_RETRY)
-        key = layout.download_key(spec, store_name, namespace, place.private, retry)
-        download_namespace = namespace if place.private else self.config.operator_namespace
-        download_name = naming.download_name(store_name, layout.source_key(spec.source).repo, key)
+        download_namespace, download_name = self._download_identity(body, spec, store_name, place)
         if place.dynamic:
             claim = naming.store_claim_name(store_name)
         elif place.private:

@@ -33,6 +33,8 @@ class OperatorConfig:
     retry_period_seconds: float = 2.0
     # After SIGTERM the webhook keeps answering this long, failing readiness, while the Service drops it.
     shutdown_delay_seconds: float = 0.0
+    # How often a published download of a branch or tag checks whether upstream moved (0: never).
+    upstream_check_seconds: float = 21600.0
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -57,4 +59,5 @@ class OperatorConfig:
             renew_deadline_seconds=float(env.get("MODELCACHE_LEASE_RENEW_DEADLINE_SECONDS", "10")),
             retry_period_seconds=float(env.get("MODELCACHE_LEASE_RETRY_PERIOD_SECONDS", "2")),
             shutdown_delay_seconds=float(env.get("MODELCACHE_SHUTDOWN_DELAY_SECONDS", "0")),
+            upstream_check_seconds=float(env.get("MODELCACHE_UPSTREAM_CHECK_SECONDS", "21600")),
         )

@@ -72,6 +72,9 @@ class Converger:
         self._written: dict[ObjectKey, dict[str, Any]] = {}
         self._locks: dict[ObjectKey, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Objects the apiserver answered 404 for, by UID: a trigger still holding their body (a resync, or an
+        # index that missed the deletion across a watch restart) must not reconcile them again and again.
+        self._gone: dict[ObjectKey, str] = {}
 
     def converge(self, body: dict[str, Any], view: Any) -> str:
         raise NotImplementedError
@@ -95,6 +98,7 @@ class Converger:
             except ApiException as error:
                 if error.status != 409:
                     metrics.RECONCILE_ERRORS.labels(error=f"http{error.status}").inc()
+                    metrics.RECONCILES.labels(result="error").inc()
                     raise
                 # A stale body lost a compare-and-swap; the newer version's watch event reconciles again.
                 metrics.RECONCILES.labels(result="conflict").inc()
@@ -111,6 +115,23 @@ class Converger:
     def forget(self, key: ObjectKey) -> None:
         self._applied.pop(key, None)
         self._written.pop(key, None)
+
+    def is_gone(self, body: dict[str, Any]) -> bool:
+        uid = body["metadata"].get("uid")
+        return uid is not None and self._gone.get(object_key(body)) == uid
+
+    def _mark_gone(self, body: dict[str, Any]) -> None:
+        key = object_key(body)
+        uid = body["metadata"].get("uid")
+        if uid is not None and self._gone.get(key) != uid:
+            log.info("%s %s/%s is gone; it is not reconciled again", key[0], key[1] or "", key[2])
+            self._gone[key] = uid
+        self.forget(key)
+
+    def deleted(self, key: ObjectKey) -> None:
+        """Its deletion event came: a new object of the same name is a new object."""
+        self.forget(key)
+        self._gone.pop(key, None)
 
     # ----- children -----
 
@@ -145,6 +166,7 @@ class Converger:
         except ApiException as error:
             if error.status != 404:
                 raise
+            self._mark_gone(body)
             return False
         return True
 
@@ -169,9 +191,8 @@ class Converger:
             except ApiException as error:
                 if error.status != 404:
                     raise
-                # Deleted since this reconcile began: nothing left to describe, and its deletion event comes.
-                log.info("%s %s/%s is gone; its status was not written", self.kind, meta.get("namespace") or "",
-                         meta["name"])
+                # Deleted since this reconcile began: nothing left to describe.
+                self._mark_gone(body)
                 return str(desired["phase"])
             self._written[key] = desired
             metrics.API_WRITES.labels(kind="status").inc()

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from ..api import v1alpha2 as api
 from ..api.names import ANN_REMOVAL, ANNOTATION_RETRY, FINALIZER
-from ..builders import jobs, naming
+from ..builders import jobs, naming, upstream
 from ..builders.job_options import with_image_settings, with_store_options
 from ..builders.status import (
     DownloadObservation,
@@ -69,9 +69,22 @@ def _invalid_store(store: StoreEntry) -> str | None:
     return f'ModelStore "{store.body["metadata"]["name"]}" is Invalid: {ready.get("message", "")}'
 
 
+def _no_job_yet(view: DownloadView, folder: str) -> tuple[str, str, str] | None:
+    """Why a download may not start its Job now: an Invalid store, or another download's Job writing the same
+    folder (one Job per folder at a time; the resync starts this one once that Job has published or failed)."""
+    assert view.store is not None
+    invalid = _invalid_store(view.store)
+    if invalid:
+        return "False", "StoreInvalid", invalid
+    if view.folder_writer:
+        return "False", "WaitingForFolder", (f"ModelDownload {view.folder_writer} is writing {folder}; this "
+                                             "download starts after it")
+    return None
+
+
 class DownloadReconciler(Converger):
     kind = api.DOWNLOAD_KIND
-    foreign_status = frozenset({"download"})  # the downloader's report
+    foreign_status = frozenset({"download", "upstream"})  # the downloader's report, the check Job's result
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -106,17 +119,18 @@ class DownloadReconciler(Converger):
         self.ensure_finalizer(body)
         # A finished Job removed by its TTL: its outcome is in status, and it never runs again.
         job = view.job or finished_job(previous, job_name, report)
-        invalid = _invalid_store(view.store)
         if job is None and report is not None and report.state == "Published":
             return write(None)  # published: a deleted Job is never re-run, the revision never re-resolved
-        if job is None and invalid:
-            return write(None, ("False", "StoreInvalid", invalid))
+        blocked = _no_job_yet(view, spec.folder) if job is None else None
+        if blocked:
+            return write(None, blocked)
         if job is None:
             # No Secret is read here (the operator may not): a missing token shows as the pod's
             # CreateContainerConfigError, which the kubelet retries until the Secret exists.
             for manifest in jobs.downloader_rbac(body):
                 self.apply(object_key(body), manifest)
-            job_manifest = jobs.download_job(body, spec, store, self.config.image, view.quota_free_bytes)
+            job_manifest = jobs.download_job(body, spec, store, self.config.image, view.quota_free_bytes,
+                                             pinned=previous.get("resolvedRevision"))
             try:
                 self.apply(object_key(body), self._configured(job_manifest, store.downloadJob), present=False)
             except ApiException as error:
@@ -129,7 +143,22 @@ class DownloadReconciler(Converger):
         phase = write(job, missing_reference(job_name, view.config_error) if view.config_error else None)
         if unused_since and self._expired(store, unused_since, phase == "Ready", view):
             self.remove(body, "ttl")
+        elif view.wanted_by:
+            self._check_upstream(body, spec, store, view)
         return phase
+
+    def _check_upstream(self, body: dict[str, Any], spec: api.ModelDownloadSpec, store: api.ModelStoreSpec,
+                        view: DownloadView) -> None:
+        """Starts this round's check Job once the interval since the last check has passed. The resync
+        timer brings the reconcile back; nothing waits here."""
+        status = api.ModelDownloadStatus.from_api(body.get("status") or {})
+        if not upstream.check_due(spec, status, self.config.upstream_check_seconds, datetime.now(UTC)):
+            return
+        name = upstream.check_job_name(body["metadata"]["name"], status)
+        if any(job.name == name for job in view.check_jobs):
+            return  # running, or failed and kept until its TTL: then the next round tries again
+        check = upstream.with_check_mode(jobs.download_job(body, spec, store, self.config.image), name)
+        self.apply(object_key(body), self._configured(check, store.downloadJob), present=False)
 
     @staticmethod
     def _expired(store: api.ModelStoreSpec, unused_since: str, published: bool, view: DownloadView) -> bool:

@@ -102,9 +102,28 @@ def download_view(body: dict[str, Any], indices: dict[str, Any], operator_namesp
         for d in downloads)
     return DownloadView(
         store=store, job=job, cleanup_job=first(indices["cleanup_index"], owner), config_error=config_error,
+        check_jobs=tuple(indices.get("check_index", {}).get(owner, ())),
         wanted_by=tuple(sorted(f"{ns}/{n}" for ns, n in indices["caches_by_download"].get((namespace, name), ()))),
         used_by=tuple(sorted(indices["pods_by_download"].get((namespace, name), ()))),
-        newer_published=newer, twin_alive=twin, quota_free_bytes=_quota_free(store, body, downloads))
+        newer_published=newer, twin_alive=twin, quota_free_bytes=_quota_free(store, body, downloads),
+        folder_writer=_folder_writer(body, indices, downloads) if job is None else None)
+
+
+def _folder_writer(body: dict[str, Any], indices: dict[str, Any], downloads: list[dict[str, Any]]) -> str | None:
+    """Another download of the same folder (on the same claim) whose Job is running: two keys that resolve
+    into one folder (`main` and a tag, say) take turns instead of meeting at the volume lock."""
+    namespace, spec = body["metadata"]["namespace"], body.get("spec") or {}
+    for other in downloads:
+        theirs = other.get("spec") or {}
+        if (other["metadata"]["uid"] == body["metadata"]["uid"] or other["metadata"]["namespace"] != namespace
+                or (theirs.get("claimName"), theirs.get("folder")) != (spec.get("claimName"), spec.get("folder"))):
+            continue
+        if (other.get("status") or {}).get("phase") in ("Ready", "Failed"):
+            continue  # published or failed: its pod writes nothing more, even while it exits
+        job = first(indices["job_index"], (namespace, naming.label_value(other["metadata"]["name"])))
+        if job is not None and job.active:
+            return str(other["metadata"]["name"])
+    return None
 
 
 def store_name(download: dict[str, Any]) -> str:

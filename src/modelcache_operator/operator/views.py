@@ -32,12 +32,14 @@ class DownloadView:
     store: StoreEntry | None
     job: JobObservation | None = None
     cleanup_job: JobObservation | None = None
+    check_jobs: tuple[JobObservation, ...] = ()  # upstream-check Jobs that still exist
     config_error: str | None = None  # why the kubelet cannot start the running Job's pod (a missing Secret)
     wanted_by: tuple[str, ...] = ()  # caches ("ns/name") that want it or serve from it
     used_by: tuple[str, ...] = ()  # pods ("ns/name") pinned to it
     newer_published: int = 0  # published downloads of the same model on the store, newer than this one
     twin_alive: bool = False  # another live download has the same folder and revision
     quota_free_bytes: int | None = None  # what the store's quota leaves for a new download
+    folder_writer: str | None = None  # another download whose Job is writing this one's folder now
 
 
 @dataclass(frozen=True)

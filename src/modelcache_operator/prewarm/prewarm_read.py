@@ -197,8 +197,11 @@ def warm_chunk(
             if entry.fuse and vec is not None and vec.count(0) < FUSE_REREAD_SHARE * len(vec):
                 runs = []
         if runs:
-            # Doubles the kernel's readahead window on this handle: the whole range is wanted.
-            os.posix_fadvise(fd, chunk.offset, chunk.length, os.POSIX_FADV_SEQUENTIAL)
+            if not entry.fuse:
+                # Doubles the kernel's readahead window on this handle: the whole range is wanted.
+                # Not on FUSE: a wider window only queues more concurrent requests for one file,
+                # which s3fs/ossfs serve one at a time (slower in interleaved runs).
+                os.posix_fadvise(fd, chunk.offset, chunk.length, os.POSIX_FADV_SEQUENTIAL)
             os.set_blocking(fd, True)  # a regular file: O_NONBLOCK only guarded the open
         for off, wanted in runs:
             length = stats.allow(wanted)  # never past the budget: the excess would evict our own pages

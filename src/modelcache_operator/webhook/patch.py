@@ -3,7 +3,8 @@
 `mutate_pod(pod, caches, settings)` does no I/O. The admission handler looks up the ModelCaches named by
 the pod in the pod's namespace and passes them in as `CacheView`s (or None when one does not exist).
 Pinning lives in pinning.py, pod edits in pod_shape.py, engine flags in engines.py, memory warnings in
-memory.py and the injected commands in commands.py; this module decides what goes into the pod.
+memory.py, the injected commands in commands.py, our volumes and init containers in injection.py and the
+target containers' edits in targets.py; this module decides what goes into the pod.
 
 Opt-in: label ``modelcache.dev/inject: "true"`` and annotation ``modelcache.dev/caches: "a,b"`` (the first
 name is the primary cache). Optional annotations: ``modelcache.dev/containers`` (target containers),
@@ -82,7 +83,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -99,62 +99,16 @@ from ..api.names import (
     ANN_PREWARM_SKIPPED,
     LABEL_INJECT,
 )
-from ..builders.compile_cache import engine_env as compile_env
 from ..builders.gates import gate_name
 from ..builders.pins import downloads_annotation
-from .commands import (
-    InstallCommand,
-    PoststartCommand,
-    WaitCommand,
-    WarmCommand,
-    default_install_command,
-    default_poststart_command,
-    default_wait_command,
-    default_warm_command,
-)
-from .compile_cache import CompilePlan, plan_compile_cache
-from .engines import StoreLookup, container_policy, engine_warnings, no_stores
-from .memory import GIB, memory_warnings
+from .compile_cache import plan_compile_cache
+from .injection import InjectionSettings, init_containers, plan_injection
 from .pinning import CacheView, Pin, already_injected, cache_name_errors, resolve
-from .pod_shape import (
-    SMALL_EMPTYDIR,
-    TINY_RESOURCES,
-    PodMutation,
-    dns_label,
-    mirror_cpu_memory,
-    security_context,
-    split_names,
-    target_containers,
-)
-
-TOOLS_VOLUME = "modelcache-tools"
-LOG_VOLUME = "modelcache-prewarm-log"
-TOOLS_INIT = "modelcache-tools"
-PREWARM_INIT = "modelcache-prewarm"
-WAIT_INIT_PREFIX = "modelcache-wait-"
+from .pod_shape import PodMutation, split_names, target_containers
+from .targets import cache_env, edit_target
 
 NOT_READY_POLICIES = ("gate", "wait", "deny", "ignore")
 PREWARM_VALUES = ("off", "on")
-HF_ENV = (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1"))
-
-
-@dataclass(frozen=True)
-class InjectionSettings:
-    operator_image: str
-    tools_dir: str = "/opt/modelcache"
-    compile_dir: str = "/var/cache/modelcache-compile"  # the pod's compile-cache folder, writable
-    log_dir: str = "/var/log/modelcache"
-    image_pull_policy: str = "IfNotPresent"
-    # Our init containers run as this non-root uid (restricted Pod Security); model files must be readable.
-    run_as_user: int = 65532
-    memory_overhead_min_bytes: int = 2 * GIB
-    memory_overhead_fraction: float = 0.10
-    poststart_command: PoststartCommand = default_poststart_command
-    wait_command: WaitCommand = default_wait_command
-    install_command: InstallCommand = default_install_command
-    warm_command: WarmCommand = default_warm_command
-    # ModelStore name -> spec, for the filesystem under each cache (engines.container_policy).
-    store_lookup: StoreLookup = no_stores
 
 
 @dataclass(frozen=True)
@@ -165,49 +119,12 @@ class AdmissionDecision:
     message: str | None = None
 
 
-def env_name(cache: str) -> str:
-    return "MODEL_DIR_" + re.sub(r"[^A-Z0-9]", "_", cache.upper())
-
-
 def _allow(warnings: list[str] | None = None) -> AdmissionDecision:
     return AdmissionDecision(allowed=True, warnings=warnings or [])
 
 
 def _deny(errors: list[str], warnings: list[str]) -> AdmissionDecision:
     return AdmissionDecision(allowed=False, warnings=warnings, message="; ".join(errors))
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """The pins of one pod, split by what each needs, and the names of our shared volumes."""
-
-    pins: list[Pin]
-    post: list[Pin]  # prewarmed by the postStart hook
-    warm_init: list[Pin]  # prewarmed by the init container
-    waits: list[Pin]
-    tools: str  # volume names, "" when not needed
-    log: str
-    settings: InjectionSettings
-    compile: CompilePlan | None = None
-
-    def tools_mount(self) -> dict[str, Any]:
-        return {"name": self.tools, "mountPath": self.settings.tools_dir, "readOnly": True}
-
-    def init(
-        self, name: str, command: list[str], mounts: list[dict[str, Any]], resources: dict[str, dict[str, Any]]
-    ) -> dict[str, Any]:
-        s = self.settings
-        container: dict[str, Any] = {
-            "name": name,
-            "image": s.operator_image,
-            "imagePullPolicy": s.image_pull_policy,
-            "command": command,
-            "volumeMounts": mounts,
-        }
-        if resources:
-            container["resources"] = resources
-        container["securityContext"] = security_context(s.run_as_user)
-        return container
 
 
 def mutate_pod(
@@ -250,13 +167,13 @@ def mutate_pod(
         warnings.extend(_unwarmed(pins))
     # Without a target container nothing would read what is warmed.
     compile_plan = plan_compile_cache(pins, mutation, targets, annotations)
-    plan = _plan(pins, pod_prewarm_off or not targets, mutation, settings, compile_plan)
-    mutation.init_containers(_init_containers(plan, mutation, targets))
+    plan = plan_injection(pins, pod_prewarm_off or not targets, mutation, settings, compile_plan)
+    mutation.init_containers(init_containers(plan, mutation, targets))
     mutation.scheduling_gates([gate_name(p.name) for p in plan.pins if p.gate])
-    env = _env(names, plan.pins, warnings)
+    env = cache_env(names, plan.pins, warnings)
     skipped: dict[str, str] = {}
     for index in targets:
-        reason = _edit_target(plan, mutation, index, env)
+        reason = edit_target(plan, mutation, index, env)
         if reason:
             skipped[str(mutation.containers[index].get("name"))] = reason
     mutation.annotations(
@@ -336,105 +253,3 @@ def _unwarmed(pins: list[Pin]) -> list[str]:
     ]
 
 
-def _plan(pins: list[Pin], pod_prewarm_off: bool, mutation: PodMutation, settings: InjectionSettings,
-          compile_plan: CompilePlan | None) -> _Plan:
-    post = [p for p in pins if p.prewarm_mode(pod_prewarm_off) == "postStart"]
-    warm_init = [p for p in pins if p.prewarm_mode(pod_prewarm_off) == "initContainer"]
-    waits = [p for p in pins if p.wait]
-    tools = ""
-    if post or warm_init or waits:
-        tools = mutation.volume(TOOLS_VOLUME, {"emptyDir": {"sizeLimit": SMALL_EMPTYDIR}})
-    log = mutation.volume(LOG_VOLUME, {"emptyDir": {"sizeLimit": SMALL_EMPTYDIR}}) if post else ""
-    mutation.flush_volumes()
-    return _Plan(pins, post, warm_init, waits, tools, log, settings, compile_plan)
-
-
-def _init_containers(plan: _Plan, mutation: PodMutation, targets: list[int]) -> list[dict[str, Any]]:
-    """Ours, in order: tools, one wait per waiting cache, the initContainer-mode prewarm, the compile
-    cache's folder."""
-    s = plan.settings
-    inits: list[dict[str, Any]] = []
-    if plan.tools:
-        install = s.install_command(tools_dir=s.tools_dir)
-        inits.append(plan.init(TOOLS_INIT, install, [{"name": plan.tools, "mountPath": s.tools_dir}], TINY_RESOURCES))
-    for p in plan.waits:
-        wait = s.wait_command(
-            tools_dir=s.tools_dir, model_dir=p.wait_dir(), timeout_seconds=p.spec.download.activeDeadlineSeconds
-        )
-        # The whole volume, no subPath: the revision folder may not exist yet.
-        mounts = [{"name": p.volume, "mountPath": p.mount_path, "readOnly": True}, plan.tools_mount()]
-        inits.append(plan.init(dns_label(WAIT_INIT_PREFIX + p.name), wait, mounts, TINY_RESOURCES))
-    if plan.warm_init:
-        warm = s.warm_command(
-            tools_dir=s.tools_dir,
-            model_dirs=[p.mount_path for p in plan.warm_init],
-            concurrency=max(p.spec.prewarm.concurrency for p in plan.warm_init),
-            timeout_seconds=max(p.spec.prewarm.timeoutSeconds for p in plan.warm_init),
-        )
-        mounts = [*(p.mount() for p in plan.warm_init), plan.tools_mount()]
-        # Without a target container there is no prewarm (see mutate_pod), so targets[0] exists here.
-        inits.append(plan.init(PREWARM_INIT, warm, mounts, mirror_cpu_memory(mutation.containers[targets[0]])))
-    if plan.compile:
-        inits.append(plan.compile.init_container(s.operator_image, s.image_pull_policy, s.run_as_user))
-    return inits
-
-
-def _env(names: list[str], pins: list[Pin], warnings: list[str]) -> list[tuple[str, str]]:
-    env: list[tuple[str, str]] = []
-    if pins[0].name == names[0]:
-        env.append(("MODEL_DIR", pins[0].mount_path))
-    else:
-        warnings.append(f'primary ModelCache "{names[0]}" is not injected, so MODEL_DIR is not set')
-    for p in pins:
-        if any(name == env_name(p.name) for name, _ in env):
-            warnings.append(
-                f'{env_name(p.name)} already names another ModelCache, so it is not set for "{p.name}"'
-            )
-        else:
-            env.append((env_name(p.name), p.mount_path))
-    if any(p.spec.source.huggingface for p in pins):
-        env.extend(HF_ENV)
-    return env
-
-
-def _edit_target(plan: _Plan, mutation: PodMutation, index: int, env: list[tuple[str, str]]) -> str | None:
-    """Mounts, env, the postStart hook and the warnings of one target container; returns why the hook was
-    skipped for it (its engine reads the cache itself), if it was."""
-    s = plan.settings
-    container = mutation.containers[index]
-    policy = container_policy(container, [*plan.post, *plan.warm_init], s.store_lookup, hook_on=bool(plan.post))
-    mutation.warnings.extend(policy.warnings)
-    mounts = [
-        (p.mount(), f'set spec.serving.mountPath on ModelCache "{p.name}" or remove that mount') for p in plan.pins
-    ]
-    if plan.post:
-        mounts.append((plan.tools_mount(), "remove that mount or change the operator's tools directory"))
-        log_mount = {"name": plan.log, "mountPath": s.log_dir}
-        mounts.append((log_mount, "remove that mount or change the operator's prewarm log directory"))
-    if plan.compile:
-        hint = "remove that mount or change the operator's compile-cache directory"
-        mounts.append((plan.compile.mount(s.compile_dir), hint))
-        env = [*env, *compile_env(plan.compile.engine, s.compile_dir)]
-    mutation.mounts(index, mounts)
-    mutation.env(index, env)
-    if plan.post and policy.skip_reason is None:
-        ours = s.poststart_command(
-            tools_dir=s.tools_dir,
-            model_dirs=[p.mount_path for p in plan.post],
-            concurrency=max(p.spec.prewarm.concurrency for p in plan.post),
-            timeout_seconds=max(p.spec.prewarm.timeoutSeconds for p in plan.post),
-            log_file=f"{s.log_dir}/prewarm-{container.get('name')}.log",
-        )
-        disable_hint = (
-            f"set spec.prewarm.mode: initContainer on ModelCache {', '.join(p.name for p in plan.post)} or "
-            f'annotate the pod {ANN_PREWARM}: "off"'
-        )
-        mutation.poststart(index, ours, disable_hint)
-    prewarmed = [*plan.post, *plan.warm_init]
-    if prewarmed:
-        sizes = [(p.name, p.size_bytes()) for p in prewarmed]
-        mutation.warnings.extend(
-            memory_warnings(container, sizes, s.memory_overhead_min_bytes, s.memory_overhead_fraction)
-        )
-    mutation.warnings.extend(engine_warnings(container, prewarm_on=bool(prewarmed)))
-    return policy.skip_reason

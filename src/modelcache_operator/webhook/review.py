@@ -13,7 +13,8 @@ from typing import Any
 
 from ..api import v1alpha2 as api
 from ..api.names import ANN_CACHES
-from .patch import AdmissionDecision, InjectionSettings, mutate_pod
+from .injection import InjectionSettings
+from .patch import AdmissionDecision, mutate_pod
 from .pinning import CacheView
 from .pod_shape import split_names
 from .validate import validate_modelcache, validate_modelstore

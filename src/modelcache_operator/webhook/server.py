@@ -37,7 +37,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..operator.config import OperatorConfig
 from ..operator.kube import load_api_client
-from .patch import InjectionSettings
+from .injection import InjectionSettings
 from .registration import register_webhooks
 from .review import pod_decision, review_modelcache, review_modelstore
 from .review import response as review_response
