@@ -52,3 +52,6 @@ ANN_GATE_STATUS: Final = f"{GROUP}/gate-status"
 
 # Set by the operator on a ModelDownload it removes, with its folder: ttl or quota.
 ANN_REMOVAL: Final = f"{GROUP}/removal"
+# Set by the operator on a ModelDownload at its creation: "<generation>:<retry annotation>" of the requesting
+# cache. While that cache is unchanged it wants the download, even before its status says so.
+ANN_REQUESTED_AT: Final = f"{GROUP}/requested-at"

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from ..api.names import (
+    ANNOTATION_RETRY,
     API_VERSION,
     LABEL_CACHE,
     LABEL_CACHE_NAMESPACE,
@@ -118,3 +119,9 @@ def owner_reference(body: dict[str, Any], controller: bool = True) -> dict[str, 
         "controller": controller,
         "blockOwnerDeletion": True,
     }
+
+
+def request_stamp(cache: dict[str, Any]) -> str:
+    """What a cache's request for a download depends on besides its status: its generation and retry value."""
+    meta = cache["metadata"]
+    return f"{meta.get('generation', 1)}:{(meta.get('annotations') or {}).get(ANNOTATION_RETRY, '')}"

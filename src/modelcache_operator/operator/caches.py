@@ -10,7 +10,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from ..api import v1alpha2 as api
-from ..api.names import ANNOTATION_RETRY, FINALIZER
+from ..api.names import ANN_REQUESTED_AT, ANNOTATION_RETRY, FINALIZER
 from ..builders import compile_cache, layout, naming, ossfs_options, pod_security, storage, tenancy
 from ..builders.cache_status import CacheObservation, cache_status
 from . import metrics
@@ -184,6 +184,7 @@ class CacheReconciler(Converger):
             "apiVersion": api.API_VERSION, "kind": api.DOWNLOAD_KIND,
             "metadata": {"name": download_name, "namespace": download_namespace,
                          "labels": naming.child_labels("download", store=store_name),
+                         "annotations": {ANN_REQUESTED_AT: naming.request_stamp(body)},
                          "ownerReferences": [naming.owner_reference(store.body)]},
             "spec": api.ModelDownloadSpec(
                 store=store_name, source=spec.source, folder=place.download_folder, claimName=claim,

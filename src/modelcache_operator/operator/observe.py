@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..api.names import ANN_REQUESTED_AT
 from ..builders import naming
 from ..builders.quantity import parse_quantity
 from .downloads import with_termination_message
@@ -103,10 +104,25 @@ def download_view(body: dict[str, Any], indices: dict[str, Any], operator_namesp
     return DownloadView(
         store=store, job=job, cleanup_job=first(indices["cleanup_index"], owner), config_error=config_error,
         check_jobs=tuple(indices.get("check_index", {}).get(owner, ())),
-        wanted_by=tuple(sorted(f"{ns}/{n}" for ns, n in indices["caches_by_download"].get((namespace, name), ()))),
+        wanted_by=_wanted_by(body, indices),
         used_by=tuple(sorted(indices["pods_by_download"].get((namespace, name), ()))),
         newer_published=newer, twin_alive=twin, quota_free_bytes=_quota_free(store, body, downloads),
         folder_writer=_folder_writer(body, indices, downloads) if job is None else None)
+
+
+def _wanted_by(body: dict[str, Any], indices: dict[str, Any]) -> tuple[str, ...]:
+    """Caches whose status names this download, and the cache that requested it while that cache's spec is
+    the one it was requested for. The download exists before the status naming it, and kopf's indices may see
+    the two in either order: without the second rule a store with a TTL of 0 removes a download at birth."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    wanting = {f"{ns}/{n}" for ns, n in indices["caches_by_download"].get((namespace, name), ())}
+    requester = str((body.get("spec") or {}).get("requestedBy") or "")
+    stamp = (body["metadata"].get("annotations") or {}).get(ANN_REQUESTED_AT)
+    cache_namespace, _, cache_name = requester.partition("/")
+    cache = first(indices["cache_index"], (cache_namespace, cache_name)) if stamp and cache_name else None
+    if cache is not None and not cache["metadata"].get("deletionTimestamp") and naming.request_stamp(cache) == stamp:
+        wanting.add(requester)
+    return tuple(sorted(wanting))
 
 
 def _folder_writer(body: dict[str, Any], indices: dict[str, Any], downloads: list[dict[str, Any]]) -> str | None:
