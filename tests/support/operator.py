@@ -33,6 +33,10 @@ def make_webhook_cert(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+class ReplicaUnreachable(OSError):
+    """An endpoint of a replica refused: an OSError still (callers that poll a restarting replica catch it)."""
+
+
 class OperatorProcess:
     def __init__(self, kubeconfig: str, workdir: Path, resync_seconds: float = 2.0,
                  extra_env: dict[str, str] | None = None, manage_webhooks: bool = True,
@@ -160,11 +164,22 @@ class OperatorProcess:
                 return int(r.status), r.read().decode()
         except urllib.error.HTTPError as error:
             return int(error.code), error.read().decode()
+        except urllib.error.URLError as error:
+            raise self._unreachable("/readyz", error) from error
 
-    @staticmethod
-    def _scrape(port: int) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            return str(response.read().decode())
+    def _scrape(self, port: int) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                return str(response.read().decode())
+        except urllib.error.URLError as error:
+            raise self._unreachable(f"/metrics on port {port}", error) from error
+
+    def _unreachable(self, endpoint: str, error: urllib.error.URLError) -> ReplicaUnreachable:
+        """A refused endpoint says whether the replica (or its webhook process) is still running, and why not."""
+        state = "not started" if self.process is None else (
+            f"exited with {self.process.returncode}" if self.process.poll() is not None
+            else f"running, webhook processes {self.child_pids()}")
+        return ReplicaUnreachable(f"{self.identity} {endpoint}: {error.reason}; operator {state}:\n{self.log_tail()}")
 
 
 def delete_webhook_configurations(client: kubernetes.client.ApiClient) -> None:
