@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 from modelcache_operator.downloader import verify_manifest
+from modelcache_operator.downloader.ranged import PART_SIZE
 from tests.component.conftest import REPO, TOKEN, run_downloader, spawn
 from tests.hubs import file_sha256, make_shards
 from tests.hubs.huggingface import HuggingFaceHub
 from tests.ossfs_rules import OssfsRulesMount
 
 BIG = 96 << 20
-PART = 8 << 20
+PART = PART_SIZE
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +73,8 @@ def test_one_big_file_over_parallel_ranges_written_in_order(hub: HuggingFaceHub,
     parts = sorted(int(re.match(r"bytes=(\d+)-", r).group(1)) for r in hub.ranges_seen)  # type: ignore[union-attr]
     assert parts == list(range(0, BIG, PART))
     assert hub.max_parallel_bodies >= 2  # several connections at once
-    # 13 bodies (12 parts and config.json) over kept-alive connections: the 4 range workers', the file pool's,
-    # and huggingface_hub's own for the listing and HEADs; a connection per request would be 15 or more.
+    # The parts and config.json over kept-alive connections: the 4 range workers', the file pool's, and
+    # huggingface_hub's own for the listing and HEADs; a connection per request would be one per body.
     assert hub.connections_accepted <= 4 + 1 + 2, hub.connections_accepted
 
 
@@ -103,7 +104,9 @@ def test_kill_9_mid_file_then_resume(hub: HuggingFaceHub, mount: OssfsRulesMount
     hub.faults.bytes_per_second = 4 << 20
     proc = spawn(hub, root, MC_CONNECTIONS_PER_FILE="4")
     deadline = time.monotonic() + 60
-    while hub.bytes_served[big] < BIG // 2 and time.monotonic() < deadline:
+    # Killed once the 4 connections' first parts are whole (and written) and the next ones are half-way.
+    assert BIG > 5 * PART
+    while hub.bytes_served[big] < 4 * PART + PART // 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)

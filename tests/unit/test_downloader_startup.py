@@ -22,6 +22,14 @@ def test_entry_point_defers_models_and_cluster_client() -> None:
     assert loaded_by("import modelcache_operator.downloader.__main__") == dict.fromkeys(DEFERRED, False)
 
 
+def test_a_folder_with_no_manifest_is_checked_without_the_models() -> None:
+    """Between the listing and the first byte the downloader asks whether the revision is published already."""
+    loaded = loaded_by("import tempfile\nfrom pathlib import Path\n"
+                       "from modelcache_operator.downloader.run import Downloader\n"
+                       "assert Downloader._published(None, Path(tempfile.mkdtemp()), None) is None")
+    assert loaded == dict.fromkeys(DEFERRED, False)
+
+
 def test_package_exports_load_on_access() -> None:
     loaded = loaded_by("from modelcache_operator.downloader import ExitCode\n"
                        "from modelcache_operator.downloader import verify_manifest")

@@ -15,9 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .plan import META_DIR
+from .plan import MANIFEST_NAME, manifest_path
 
-MANIFEST_NAME = "manifest.json"
 ModelFormat = Literal["safetensors", "gguf", "pytorch", "unknown"]
 
 
@@ -59,10 +58,6 @@ class Manifest(_Strict):
 
 class ManifestInvalid(ValueError):
     """The folder's files do not match its manifest."""
-
-
-def manifest_path(directory: Path) -> Path:
-    return directory / META_DIR / MANIFEST_NAME
 
 
 def load_manifest(path: Path) -> Manifest:

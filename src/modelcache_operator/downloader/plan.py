@@ -13,6 +13,12 @@ from huggingface_hub.utils._paths import filter_repo_objects  # documented as hu
 from .errors import InsufficientSpace, UnsafeFileName
 
 META_DIR = ".modelcache"
+MANIFEST_NAME = "manifest.json"
+
+
+def manifest_path(directory: Path) -> Path:
+    """Where a published folder's manifest lives (here, not in `manifest`: checking for one needs no pydantic)."""
+    return directory / META_DIR / MANIFEST_NAME
 
 
 @dataclass(frozen=True)

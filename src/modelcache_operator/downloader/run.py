@@ -1,7 +1,8 @@
 """The download itself: plan, fetch into `<root>/<sha>/`, verify, publish the manifest last.
 
-The pydantic models (the manifest, the status report) load on first use, after the listing request: their
-import is a large part of the time before the first byte, and nothing before the listing needs them.
+The pydantic models (the manifest, the status report) are imported by a thread while the bytes flow: their
+import is a large part of a run's fixed time, and outside a cluster (no status reports) nothing before the
+last byte needs them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -32,6 +34,7 @@ from .plan import (
     check_space,
     free_bytes,
     human_bytes,
+    manifest_path,
 )
 from .progress import Progress
 from .report import NullReporter, Reporter
@@ -182,6 +185,7 @@ class Downloader:
                          human_bytes(plan.total_bytes))
             self.report("Downloading", force=True)
             ticker.start()
+            threading.Thread(target=_load_publish_modules, name="imports", daemon=True).start()
             hashes = self._fetch_all(plan, target, lock)
             self._stop.set()
             self.progress.tick()
@@ -205,10 +209,10 @@ class Downloader:
                                 "the revisions in use and the downloads in flight")
 
     def _published(self, target: Path, plan: Plan) -> Manifest | None:
-        from .manifest import ManifestInvalid, load_manifest, manifest_path, verify_manifest  # noqa: PLC0415
-
         if not manifest_path(target).exists():
             return None
+        from .manifest import ManifestInvalid, load_manifest, verify_manifest  # noqa: PLC0415  (pydantic)
+
         try:
             manifest = verify_manifest(target)
         except (ManifestInvalid, ValueError) as e:
@@ -359,3 +363,9 @@ class Downloader:
         write_manifest(target, manifest)
         shutil.rmtree(target / META_DIR / VERIFIED_DIR, ignore_errors=True)
         return manifest
+
+
+def _load_publish_modules() -> None:
+    """What verifying and publishing need, loaded meanwhile rather than after the last byte."""
+    importlib.import_module("modelcache_operator.api.v1alpha2")
+    importlib.import_module(f"{__package__}.manifest")
